@@ -1,0 +1,170 @@
+"""`peft-studio`: the same engine as the studio, headless, from a config file.
+
+Exit codes: 0 success (the run dir's absolute path is the last stdout line), 2 bad input (message on
+stderr), 1 a failure during a stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from studio_core.errors import InputError, StudioError
+
+err = Console(stderr=True, highlight=False)
+
+
+def _error(message: object) -> None:
+    err.print(f"[bold red]error[/]: {escape(str(message))}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peft-studio", description="Parameter-efficient fine-tuning studio.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    home_help = "Studio home (default: $PEFT_STUDIO_HOME, else ~/.peft-studio)."
+
+    run = sub.add_parser("run", help="Run the enabled stages of a config.")
+    run.add_argument("config", nargs="?", help="Run config JSON file (defaults apply where absent).")
+    run.add_argument("--data", help="Shortcut for --set data.path=PATH.")
+    run.add_argument("--model", help="Shortcut for --set model.ref=REF.")
+    run.add_argument("--method", help="Shortcut for --set method.name=NAME.")
+    run.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                     help="Override one field, e.g. --set training.max_steps=50 (values parse as JSON).")
+    run.add_argument("--simulate", action="store_true",
+                     help="Validate the real data and model, then run on a tiny model and a 64-row slice.")
+    run.add_argument("--resume", metavar="RUN_ID", help="Continue an interrupted or cancelled run.")
+    run.add_argument("--home", help=home_help)
+
+    runs = sub.add_parser("runs", help="List the runs in the studio home.")
+    runs.add_argument("--home", help=home_help)
+    schema = sub.add_parser("schema", help="Print the run config's JSON schema.")
+    schema.add_argument("--home", help=home_help)
+    hardware = sub.add_parser("hardware", help="Show the hardware profile.")
+    hardware.add_argument("--json", action="store_true", help="Print JSON.")
+    hardware.add_argument("--home", help=home_help)
+    return parser
+
+
+def resolve_run_config(args: argparse.Namespace):
+    """The RunConfig a `run` invocation means: file, then shortcut flags, then --set, then --simulate."""
+    from studio_core.config import apply_overrides, load_config
+
+    data: dict[str, Any] = load_config(args.config).model_dump() if args.config else {}
+    shortcuts = {"data.path": args.data, "model.ref": args.model, "method.name": args.method}
+    assignments = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.assignments
+    data = apply_overrides(data, assignments)
+    if args.simulate:
+        data["simulate"] = True
+    from studio_core.config import validate_config
+
+    return validate_config(data)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from studio_core import workflow
+
+    if args.resume:
+        config = _resume_config(args)
+    else:
+        config = resolve_run_config(args)
+    if config.simulate:
+        err.print("[bold yellow]SIMULATION[/]: real data and model are validated; the pipeline then runs on a "
+                  "tiny random model and a 64-row slice. Results say nothing about the real model.")
+    try:
+        run_dir = workflow.run(config, args.home, resume=args.resume, on_event=_print_event)
+    except workflow.StageFailed as e:
+        _error(e)
+        err.print(f"run dir: {escape(str(e.run.path))}")
+        return 2 if e.is_input_error else 1
+    status = run_dir.read_status()
+    err.print(f"[bold green]{status['state']}[/] {'(simulated) ' if config.simulate else ''}run {run_dir.run_id}")
+    print(run_dir.path)
+    return 0
+
+
+def _resume_config(args: argparse.Namespace):
+    from studio_core.config import validate_config
+    from studio_core.runs import RunStore
+
+    if args.config or args.assignments or args.data or args.model or args.method or args.simulate:
+        raise InputError("--resume continues a run with its saved config; drop the config file and overrides")
+    return validate_config(RunStore(args.home).get(args.resume).config_data())
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    kind, message = event["type"], event.get("message", "")
+    if kind == "stage_started":
+        err.print(f"[bold]{event['number']:>2}. {message}[/] ...")
+    elif kind == "stage_completed":
+        err.print(f"    done in {event['seconds']:.1f} s")
+    elif kind == "warning":
+        err.print(f"    [yellow]warning[/]: {escape(message)}")
+    elif kind in ("data_resolved", "model_resolved", "preflight_go"):
+        err.print(f"    {escape(message)}")
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from studio_core.runs import RunStore
+
+    store = RunStore(args.home)
+    table = Table(title=f"runs in {store.root}")
+    for column in ("run", "state", "simulated", "stages done", "started"):
+        table.add_column(column)
+    for run_dir in store.list():
+        status = run_dir.read_status()
+        done = sum(1 for s in status.get("stages", {}).values() if s.get("state") == "completed")
+        table.add_row(run_dir.run_id, status["state"], "yes" if status.get("simulated") else "",
+                      str(done), str(status.get("started_at", "")))
+    Console().print(table)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from studio_core.config import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_hardware(args: argparse.Namespace) -> int:
+    from studio_core.hardware import format_profile, hardware_profile
+    from studio_core.runs import studio_home
+
+    profile = hardware_profile(studio_home(args.home))
+    if args.json:
+        print(profile.model_dump_json(indent=2))
+        return 0
+    table = Table(title="hardware", show_header=False)
+    for label, value in format_profile(profile):
+        table.add_row(label, value)
+    Console().print(table)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as e:
+        _error(e)
+        return 2
+    except StudioError as e:
+        _error(e)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted: the run is left resumable (peft-studio run --resume RUN_ID)")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""RunConfig: one pydantic section per wizard step, with help text and defaults that work offline on CPU.
+
+Every field's `description` is the UI's help text and the CLI's schema. Cross-field checks collect every
+problem and raise one `ConfigError` naming each field path and its fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from studio_core.errors import ConfigError, Problem
+
+EMBEDDED_MODEL_REF = "embedded:smollm2-135m-instruct"
+DEMO_DATA_REF = "demo:legal-audit"
+
+
+class Section(BaseModel):
+    """Base of every step's section: strict about unknown keys so typos are caught."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    enabled: bool = Field(True, description="Run step 1, Data Resolve.")
+    path: str = Field(
+        DEMO_DATA_REF,
+        description="Training data: a local .jsonl/.json/.csv/.parquet file, or 'demo:legal-audit' for the "
+        "built-in synthetic legal-audit dataset.",
+    )
+    file_format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field(
+        "auto", description="File format; 'auto' decides from the file extension."
+    )
+    row_schema: Literal["auto", "alpaca", "prompt_completion", "messages", "sharegpt"] = Field(
+        "auto",
+        description="Row schema: alpaca (instruction/input/output), prompt_completion, messages "
+        "(OpenAI chat) or sharegpt (conversations with from/value); 'auto' detects it.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description='Map canonical field names to your column names, e.g. {"instruction": "question", '
+        '"output": "answer"}.',
+    )
+    on_bad_rows: Literal["fail", "skip"] = Field(
+        "fail", description="What to do with invalid rows: fail the run (listing them) or skip and report them."
+    )
+    val_path: str | None = Field(
+        None, description="Optional separate validation file (same format rules); replaces val_fraction."
+    )
+    val_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Fraction of rows held out for validation when val_path is not set."
+    )
+    split_seed: int = Field(42, description="Seed of the deterministic train/validation split.")
+    max_length: int = Field(
+        512, ge=16, le=131072, description="Maximum tokens per example; longer examples are truncated."
+    )
+    demo_rows: int = Field(2400, ge=100, description="Number of rows generated for 'demo:legal-audit'.")
+
+
+class ModelConfig(Section):
+    enabled: bool = Field(True, description="Run step 2, Model Resolve.")
+    ref: str = Field(
+        EMBEDDED_MODEL_REF,
+        description="Base model: 'embedded:smollm2-135m-instruct' (ships with the studio), a local Hugging "
+        "Face folder with safetensors weights, 'hf:<org>/<name>' (Hub, cached), or 'tiny-random:<family>'.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for 'hf:' references.")
+
+
+class PreflightConfig(Section):
+    enabled: bool = Field(True, description="Run step 3, Pre-flight Check (a go/no-go report).")
+    micro_run_steps: int = Field(
+        2, ge=0, le=20, description="Training steps measured for the time estimate; 0 skips the micro-run."
+    )
+    memory_headroom: float = Field(
+        0.9, gt=0.0, le=1.0, description="Fraction of free memory the estimate may use before it is a no-go."
+    )
+
+
+class MethodConfig(Section):
+    enabled: bool = Field(False, description="Run step 4, Training Init (build the PEFT model).")
+    name: Literal["lora", "qlora"] = Field("lora", description="PEFT method.")
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha; the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["auto"] = Field(
+        "auto",
+        description="Module names to adapt; 'auto' uses the architecture's attention and MLP projections.",
+    )
+
+
+class TrainingConfig(Section):
+    enabled: bool = Field(False, description="Run step 6, Training Exec.")
+    max_steps: int = Field(200, ge=1, description="Optimizer steps to run.")
+    per_device_batch_size: int = Field(4, ge=1, description="Examples per forward pass.")
+    gradient_accumulation_steps: int = Field(4, ge=1, description="Forward passes per optimizer step.")
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine"] = Field("cosine", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Fraction of steps spent warming up.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="Compute precision; 'auto' picks the fastest the hardware supports."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
+    eval_steps: int = Field(25, ge=1, description="Evaluate on the validation split every N steps.")
+    save_steps: int = Field(50, ge=1, description="Save a resumable checkpoint every N steps.")
+    seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
+
+
+def _stage_section(step: str, extra: str = "") -> Any:
+    return Field(False, description=f"Run {step}.{extra}")
+
+
+class PruningConfig(Section):
+    enabled: bool = _stage_section("step 5, Pruning Aware Init (2:4 masks)")
+
+
+class PrivacyConfig(Section):
+    enabled: bool = _stage_section("differentially private training (Opacus) inside Training Init")
+
+
+class CommConfig(Section):
+    enabled: bool = _stage_section("step 7, Dynamic Sparsification (gradient and update compression)")
+
+
+class EvaluationConfig(Section):
+    enabled: bool = _stage_section("step 8, Evaluation")
+
+
+class ExportConfig(Section):
+    enabled: bool = _stage_section("step 9, Export ONNX")
+
+
+class CompileConfig(Section):
+    enabled: bool = _stage_section("step 10, Compile (TensorRT on a GPU, else ONNX Runtime)")
+
+
+class PackageConfig(Section):
+    enabled: bool = _stage_section("step 11, TGSP Packing")
+
+
+class SigningConfig(Section):
+    enabled: bool = _stage_section("step 12, Evidence Signing")
+
+
+class PolicyConfig(Section):
+    enabled: bool = _stage_section("the promotion policy gate after signing")
+
+
+class RunConfig(Section):
+    """The whole run: one section per wizard step. Saved as the run's config.json."""
+
+    name: str = Field("run", max_length=64, description="A short name for the run; part of its id.")
+    simulate: bool = Field(
+        False,
+        description="Simulation: validate the real data and model, then run the pipeline on a tiny random "
+        "model of the same architecture and a 64-row slice.",
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="Step 1: Data Resolve.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Step 2: Model Resolve.")
+    preflight: PreflightConfig = Field(default_factory=PreflightConfig, description="Step 3: Pre-flight.")
+    method: MethodConfig = Field(default_factory=MethodConfig, description="Step 4: Training Init.")
+    pruning: PruningConfig = Field(default_factory=PruningConfig, description="Step 5: Pruning Aware Init.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Step 6: Training Exec.")
+    comm: CommConfig = Field(default_factory=CommConfig, description="Step 7: Dynamic Sparsification.")
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig, description="Differential privacy.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Step 8: Evaluation.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Step 9: Export ONNX.")
+    compile: CompileConfig = Field(default_factory=CompileConfig, description="Step 10: Compile.")
+    package: PackageConfig = Field(default_factory=PackageConfig, description="Step 11: TGSP Packing.")
+    signing: SigningConfig = Field(default_factory=SigningConfig, description="Step 12: Evidence Signing.")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Promotion policy gate.")
+
+
+def cross_field_problems(config: RunConfig) -> list[Problem]:
+    """Checks that span fields; every problem is returned, none is raised."""
+    problems: list[Problem] = []
+    if config.method.enabled != config.training.enabled:
+        problems.append(Problem(
+            "training.enabled",
+            "Training Init (method.enabled) and Training Exec (training.enabled) run together; "
+            "set both to true or both to false",
+        ))
+    needs_training = {"pruning": "pruning", "privacy": "privacy", "comm": "comm"}
+    for section in needs_training:
+        if getattr(config, section).enabled and not config.training.enabled:
+            problems.append(Problem(f"{section}.enabled", "needs training; set training.enabled=true"))
+    if config.preflight.enabled and not (config.data.enabled and config.model.enabled):
+        problems.append(Problem(
+            "preflight.enabled", "pre-flight needs data and model; set data.enabled and model.enabled to true"
+        ))
+    if config.training.enabled and not (config.data.enabled and config.model.enabled):
+        problems.append(Problem("training.enabled", "training needs data.enabled and model.enabled"))
+    if config.signing.enabled and not config.package.enabled:
+        problems.append(Problem("signing.enabled", "signing needs a package; set package.enabled=true"))
+    if config.policy.enabled and not config.signing.enabled:
+        problems.append(Problem("policy.enabled", "the policy gate needs signing; set signing.enabled=true"))
+    if config.training.eval_steps > config.training.max_steps and config.training.enabled:
+        problems.append(Problem(
+            "training.eval_steps",
+            f"{config.training.eval_steps} exceeds training.max_steps={config.training.max_steps}, so no "
+            "evaluation would run; lower it",
+        ))
+    if config.data.val_path is not None and config.data.val_path == config.data.path:
+        problems.append(Problem("data.val_path", "is the training file itself; point it at a separate file"))
+    return problems
+
+
+def _problems_from_validation(error: ValidationError, prefix: str = "") -> list[Problem]:
+    problems = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"])
+        path = f"{prefix}{path}" if path else prefix.rstrip(".") or "config"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = f"unknown key{_did_you_mean(path)}"
+        problems.append(Problem(path, message))
+    return problems
+
+
+def validate_config(data: dict[str, Any]) -> RunConfig:
+    """Build a RunConfig from plain data, reporting every field and cross-field problem at once."""
+    try:
+        config = RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_problems_from_validation(e)) from e
+    problems = cross_field_problems(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a RunConfig from a JSON file; errors name the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(Problem(str(path), "config file not found")) from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(Problem(str(path), f"not valid JSON: {e}")) from e
+    if not isinstance(data, dict):
+        raise ConfigError(Problem(str(path), "must hold a JSON object with one key per section"))
+    return validate_config(data)
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write the config as indented JSON (atomically: write then rename)."""
+    from studio_core.runs import atomic_write_text
+
+    atomic_write_text(Path(path), config.model_dump_json(indent=2) + "\n")
+
+
+def all_field_paths(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """Every settable dotted path, e.g. 'training.max_steps'."""
+    paths = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths.extend(all_field_paths(annotation, f"{prefix}{name}."))
+        else:
+            paths.append(f"{prefix}{name}")
+    return paths
+
+
+def _did_you_mean(path: str) -> str:
+    close = difflib.get_close_matches(path, all_field_paths(), n=3, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values parse as JSON where they can (true, 3, 0.1, ["q_proj"]), else they are strings."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply `dotted.key=value` assignments to plain config data; unknown keys name the nearest valid ones."""
+    known = set(all_field_paths())
+    problems = []
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(Problem(assignment, "expected dotted.key=value, e.g. training.max_steps=50"))
+            continue
+        if key not in known:
+            problems.append(Problem(key, f"unknown key{_did_you_mean(key)}"))
+            continue
+        _set_path(data, key.split("."), parse_value(raw))
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    for part in parts[:-1]:
+        data = data.setdefault(part, {})
+    data[parts[-1]] = value
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON schema of RunConfig (what `peft-studio schema` prints)."""
+    return RunConfig.model_json_schema()

@@ -1,0 +1,1 @@
+"""Step 2, Model Resolve: model references, the embedded model, tiny random models, safe loading."""

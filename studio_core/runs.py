@@ -1,0 +1,206 @@
+"""The run store on disk: the studio home, run directories, status, events and metrics.
+
+The run dir is the source of truth that the CLI, the UI and a teammate's browser all read. Every
+whole-file write is atomic (write to a temp file, fsync, rename). A run is only ever `completed` after its
+last stage finished; a process killed at any point leaves a dir that reads as `interrupted`:
+- killed before the dir got its first status: the dir is still `runs/.creating-*`, which is never listed;
+- killed while running: status says `running` but its process (pid + start time) is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+
+RunState = Literal["running", "completed", "failed", "interrupted", "cancelled"]
+StageState = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+FINAL_STATES = ("completed", "failed", "cancelled")
+
+
+def studio_home(home: str | Path | None = None) -> Path:
+    """The studio home: the given dir, else $PEFT_STUDIO_HOME, else ~/.peft-studio."""
+    if home is None:
+        home = os.environ.get("PEFT_STUDIO_HOME") or Path.home() / ".peft-studio"
+    return Path(home).expanduser().resolve()
+
+
+def model_cache_dir(home: Path) -> Path:
+    """Where converted and downloaded models live: $PEFT_STUDIO_MODEL_CACHE, else <home>/models."""
+    override = os.environ.get("PEFT_STUDIO_MODEL_CACHE")
+    return Path(override).expanduser().resolve() if override else home / "models"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` so that readers see either the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line; a torn last line (killed mid-write) is skipped by `read_jsonl`."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # only a torn last line from a killed writer can be partial
+    return records
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:32] or "run"
+
+
+def new_run_id(name: str, simulate: bool) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    sim = "-sim" if simulate else ""
+    return f"{stamp}-{_slug(name)}{sim}-{secrets.token_hex(2)}"
+
+
+def _process_identity() -> dict[str, Any]:
+    me = psutil.Process()
+    return {"pid": me.pid, "pid_started": me.create_time(), "host": socket.gethostname()}
+
+
+def _process_alive(owner: dict[str, Any]) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return True  # another machine's run: we cannot tell, so do not call it interrupted
+    try:
+        proc = psutil.Process(owner["pid"])
+        return abs(proc.create_time() - owner["pid_started"]) < 1.0  # guards against pid reuse
+    except (psutil.NoSuchProcess, KeyError, TypeError):
+        return False
+
+
+@dataclass
+class RunDir:
+    """One run's directory and the writes a run makes to it."""
+
+    path: Path
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def artifacts(self) -> Path:
+        return self.path / "artifacts"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    def read_status(self) -> dict[str, Any]:
+        """The run's status, with a dead `running` run reported as `interrupted`."""
+        try:
+            status = json.loads(self.status_file.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"run_id": self.run_id, "state": "interrupted", "stages": {}, "error": "no status written"}
+        if status.get("state") == "running" and not _process_alive(status.get("owner", {})):
+            status["state"] = "interrupted"
+        return status
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        status["updated_at"] = utc_now()
+        atomic_write_json(self.status_file, status)
+
+    def event(self, kind: str, message: str = "", **data: Any) -> None:
+        append_jsonl(self.path / "events.jsonl", {"time": utc_now(), "type": kind, "message": message, **data})
+
+    def metric(self, **values: Any) -> None:
+        append_jsonl(self.path / "metrics.jsonl", {"time": utc_now(), **values})
+
+    def events(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / "events.jsonl")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path / "metrics.jsonl")
+
+    def config_data(self) -> dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+
+
+class RunStore:
+    """The `runs/` folder of a studio home."""
+
+    def __init__(self, home: str | Path | None = None):
+        self.home = studio_home(home)
+        self.root = self.home / "runs"
+
+    def create(self, config_json: str, run_id: str, stage_names: list[str], simulated: bool) -> RunDir:
+        """Create a run dir with its config and a `running` status, made visible in one rename."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".creating-{run_id}"
+        staging.mkdir()
+        run = RunDir(staging)
+        atomic_write_text(staging / "config.json", config_json)
+        (staging / "artifacts").mkdir()
+        for name in ("events.jsonl", "metrics.jsonl"):
+            (staging / name).touch()
+        now = utc_now()
+        run.write_status({
+            "run_id": run_id, "state": "running", "simulated": simulated, "created_at": now,
+            "started_at": now, "finished_at": None, "owner": _process_identity(), "error": None,
+            "stages": {name: {"state": "pending"} for name in stage_names},
+        })
+        final = self.root / run_id
+        os.rename(staging, final)
+        return RunDir(final)
+
+    def get(self, run_id: str) -> RunDir:
+        path = self.root / run_id
+        if not run_id or "/" in run_id or run_id.startswith(".") or not path.is_dir():
+            from studio_core.errors import InputError
+
+            raise InputError(f"no run '{run_id}' in {self.root}; `peft-studio runs --home {self.home}` lists them")
+        return RunDir(path)
+
+    def list(self) -> list[RunDir]:
+        """Every run, newest first (staging dirs of runs still being created are not runs yet)."""
+        if not self.root.is_dir():
+            return []
+        runs = [RunDir(p) for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        return sorted(runs, key=lambda r: r.run_id, reverse=True)
+
+
+def mark_running_again(run: RunDir) -> None:
+    """Take over a run for resuming: this process becomes its owner."""
+    status = run.read_status()
+    status.update(state="running", owner=_process_identity(), error=None, finished_at=None)
+    status["resumed_at"] = utc_now()
+    run.write_status(status)
+
+
+def elapsed_since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)

@@ -1,0 +1,1 @@
+"""Steps 4 and 6: building the PEFT model and training it."""
