@@ -18,7 +18,7 @@ from rich.table import Table
 
 from studio_core.errors import InputError, StudioError
 
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # no inserted line breaks: errors stay greppable
 
 
 def _error(message: object) -> None:

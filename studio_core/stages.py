@@ -6,7 +6,10 @@ models/, preflight.py, ...), so these stay short.
 
 from __future__ import annotations
 
-from studio_core.workflow import RunContext
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # workflow imports this module to build its stage list
+    from studio_core.workflow import RunContext
 
 
 def resolved_model(ctx: RunContext):

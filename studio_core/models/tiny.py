@@ -27,6 +27,8 @@ def shrink_config(config, vocab_size: int | None = None):
     tiny = config.__class__.from_dict(config.to_dict())
     for key, value in TINY_SIZE.items():
         setattr(tiny, key, value)  # attribute_map translates e.g. GPT-2's n_layer / n_embd
+    if getattr(tiny, "layer_types", None):  # per-layer attention kinds (e.g. qwen2): one per remaining layer
+        tiny.layer_types = list(tiny.layer_types)[: TINY_SIZE["num_hidden_layers"]]
     if getattr(tiny, "model_type", "") == "gpt2":
         tiny.n_inner = TINY_SIZE["intermediate_size"]
     if hasattr(tiny, "num_key_value_heads"):
@@ -38,6 +40,9 @@ def shrink_config(config, vocab_size: int | None = None):
             setattr(tiny, key, min(getattr(tiny, key) or 2048, 2048))
     if vocab_size is not None:
         tiny.vocab_size = vocab_size
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):  # e.g. phi3's pad 32000: outside the vocab
+            if isinstance(getattr(tiny, key, None), int) and getattr(tiny, key) >= vocab_size:
+                setattr(tiny, key, None)
     tiny.quantization_config = None
     return tiny
 

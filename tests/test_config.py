@@ -1,0 +1,89 @@
+import json
+
+import pytest
+
+from studio_core.config import (
+    RunConfig, all_field_paths, apply_overrides, json_schema, load_config, parse_value, save_config, validate_config,
+)
+from studio_core.errors import ConfigError
+
+
+def test_defaults_are_valid_and_offline():
+    config = validate_config({})
+    assert config.model.ref == "embedded:smollm2-135m-instruct"
+    assert config.data.path == "demo:legal-audit"
+
+
+def test_every_field_has_a_description():
+    def walk(model, prefix=""):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{prefix}{name} has no description"
+            annotation = field.annotation
+            if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+                walk(annotation, f"{prefix}{name}.")
+    walk(RunConfig)
+
+
+def test_every_step_section_has_an_enabled_flag():
+    sections = ["data", "model", "preflight", "method", "training", "pruning", "privacy", "comm", "evaluation",
+                "export", "compile", "package", "signing", "policy"]
+    for section in sections:
+        assert f"{section}.enabled" in all_field_paths()
+
+
+def test_all_problems_reported_at_once_with_field_paths():
+    with pytest.raises(ConfigError) as e:
+        validate_config({"data": {"val_fraction": 1.5, "max_length": 3}, "method": {"r": 0}})
+    fields = {p.field for p in e.value.problems}
+    assert {"data.val_fraction", "data.max_length", "method.r"} <= fields
+
+
+def test_cross_field_problems_name_field_and_fix():
+    with pytest.raises(ConfigError) as e:
+        validate_config({"training": {"enabled": True}, "signing": {"enabled": True}})
+    messages = {p.field: p.message for p in e.value.problems}
+    assert "method.enabled" in messages["training.enabled"]
+    assert "package.enabled=true" in messages["signing.enabled"]
+
+
+def test_unknown_key_suggests_nearest():
+    with pytest.raises(ConfigError) as e:
+        validate_config({"training": {"max_stepz": 3}})
+    assert "training.max_steps" in str(e.value)
+
+
+@pytest.mark.parametrize("text,value", [("true", True), ("3", 3), ("0.1", 0.1), ('["q_proj"]', ["q_proj"]),
+                                        ("hello", "hello"), ("data/x.jsonl", "data/x.jsonl")])
+def test_set_values_parse_as_json_else_string(text, value):
+    assert parse_value(text) == value
+
+
+def test_overrides_apply_and_unknown_key_is_named():
+    data = apply_overrides({}, ["training.max_steps=7", 'method.target_modules=["q_proj"]'])
+    config = validate_config(data)
+    assert config.training.max_steps == 7 and config.method.target_modules == ["q_proj"]
+    with pytest.raises(ConfigError) as e:
+        apply_overrides({}, ["trainng.max_steps=3"])
+    assert "trainng.max_steps" in str(e.value) and "did you mean training.max_steps" in str(e.value)
+
+
+def test_save_load_round_trip(tmp_path):
+    config = validate_config({"name": "x", "training": {"max_steps": 9}})
+    save_config(config, tmp_path / "c.json")
+    assert load_config(tmp_path / "c.json") == config
+
+
+def test_load_config_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{\n  'x': 1\n}")
+    with pytest.raises(ConfigError, match="bad.json"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.json")
+
+
+def test_schema_has_descriptions():
+    schema = json_schema()
+    assert "data" in schema["properties"]
+    text = json.dumps(schema)
+    assert "Maximum tokens per example" in text

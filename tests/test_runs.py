@@ -1,0 +1,78 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from studio_core.runs import RunDir, RunStore, atomic_write_text, read_jsonl, studio_home
+
+
+def test_home_from_env_and_argument(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEFT_STUDIO_HOME", str(tmp_path / "env-home"))
+    assert studio_home() == tmp_path / "env-home"
+    assert studio_home(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("PEFT_STUDIO_HOME")
+    assert studio_home().name == ".peft-studio"
+
+
+def test_create_lays_out_the_run_dir(tmp_path):
+    run = RunStore(tmp_path).create('{"name": "x"}\n', "r1", ["a", "b"], simulated=True)
+    for name in ("config.json", "status.json", "events.jsonl", "metrics.jsonl", "artifacts"):
+        assert (run.path / name).exists()
+    status = run.read_status()
+    assert status["state"] == "running" and status["simulated"] is True
+    assert status["stages"] == {"a": {"state": "pending"}, "b": {"state": "pending"}}
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    atomic_write_text(tmp_path / "f.json", "1")
+    atomic_write_text(tmp_path / "f.json", "2")
+    assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+    assert (tmp_path / "f.json").read_text() == "2"
+
+
+def test_torn_jsonl_line_is_skipped(tmp_path):
+    (tmp_path / "e.jsonl").write_text('{"a": 1}\n{"b": ')
+    assert read_jsonl(tmp_path / "e.jsonl") == [{"a": 1}]
+
+
+def test_dead_running_run_reads_as_interrupted(tmp_path):
+    run = RunStore(tmp_path).create("{}", "r1", [], simulated=False)
+    status = json.loads(run.status_file.read_text())
+    status["owner"]["pid"] = 2**22 + 7  # no such process
+    run.status_file.write_text(json.dumps(status))
+    assert run.read_status()["state"] == "interrupted"
+
+
+def test_missing_status_reads_as_interrupted(tmp_path):
+    (tmp_path / "runs" / "r2").mkdir(parents=True)
+    assert RunDir(tmp_path / "runs" / "r2").read_status()["state"] == "interrupted"
+
+
+def test_staging_dirs_are_not_listed(tmp_path):
+    (tmp_path / "runs" / ".creating-x").mkdir(parents=True)
+    RunStore(tmp_path).create("{}", "r1", [], simulated=False)
+    assert [r.run_id for r in RunStore(tmp_path).list()] == ["r1"]
+
+
+def test_killed_process_leaves_an_interrupted_run(tmp_path):
+    """SIGKILL a real run mid-stage: the run dir must read as interrupted, never completed."""
+    script = textwrap.dedent(f"""
+        import time
+        from studio_core import workflow, stages
+        from studio_core.config import validate_config
+        def slow(ctx):
+            print("in-stage", flush=True)
+            time.sleep(60)
+        workflow.STAGES[0] = workflow.Stage(1, "data_resolve", "Data Resolve", "data", slow)
+        workflow.run(validate_config({{"preflight": {{"enabled": False}}}}), {str(tmp_path)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "in-stage"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run,) = RunStore(tmp_path).list()
+    status = run.read_status()
+    assert status["state"] == "interrupted"
+    assert status["stages"]["data_resolve"]["state"] == "running"
