@@ -1,0 +1,42 @@
+"""Shared fixtures: a fresh studio home per test, no network, and one model cache per test session.
+
+The model cache is shared across the session so the embedded model (a ~25 s GGUF conversion) and the
+tiny-random models are built once, not once per test.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# huggingface_hub reads HF_HUB_OFFLINE once, at import: set it before any test module imports it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's model cache ($PEFT_STUDIO_MODEL_CACHE in every test)."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(autouse=True)
+def studio_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
+    """A fresh studio home for each test, the shared model cache, and the Hugging Face Hub offline."""
+    home = tmp_path_factory.mktemp("studio-home")
+    monkeypatch.setenv("PEFT_STUDIO_HOME", str(home))
+    monkeypatch.setenv("PEFT_STUDIO_MODEL_CACHE", str(model_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if "huggingface_hub.constants" in sys.modules:  # imported earlier, with whatever the env said then
+        monkeypatch.setattr(sys.modules["huggingface_hub.constants"], "HF_HUB_OFFLINE", True)
+    return home
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir(model_cache: Path) -> Path:
+    """The embedded SmolLM2-135M-Instruct, converted to safetensors once per session."""
+    from studio_core.models.embedded import ensure_embedded
+
+    return ensure_embedded("smollm2-135m-instruct", model_cache)
