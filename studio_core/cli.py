@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -98,15 +97,24 @@ def _resume_config(args: argparse.Namespace):
     return validate_config(RunStore(args.home).get(args.resume).config_data())
 
 
+QUIET_EVENTS = ("data_resolved", "model_resolved", "preflight_go", "training_initialised", "resumed", "merged",
+                "evaluated", "simulation")
+
+
 def _print_event(event: dict[str, Any]) -> None:
     kind, message = event["type"], event.get("message", "")
-    if kind == "stage_started":
+    if kind == "progress":
+        step, total = event["step"], event["max_steps"]
+        if step == total or step % max(1, total // 20) == 0:
+            eta = f", ETA {event['eta_s']:.0f} s" if event.get("eta_s") is not None else ""
+            err.print(f"    step {step}/{total}  loss {event['loss']:.4f}  elapsed {event['elapsed_s']:.0f} s{eta}")
+    elif kind == "stage_started":
         err.print(f"[bold]{event['number']:>2}. {message}[/] ...")
     elif kind == "stage_completed":
         err.print(f"    done in {event['seconds']:.1f} s")
     elif kind == "warning":
         err.print(f"    [yellow]warning[/]: {escape(message)}")
-    elif kind in ("data_resolved", "model_resolved", "preflight_go"):
+    elif kind in QUIET_EVENTS:
         err.print(f"    {escape(message)}")
 
 
@@ -148,11 +156,28 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quiet_libraries() -> None:
+    """Library progress bars and notices would bury the studio's own progress lines."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # a CPU kernel-download notice, harmless offline
+    for module in ("transformers", "peft", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except InputError as e:

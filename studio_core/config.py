@@ -82,7 +82,7 @@ class PreflightConfig(Section):
 
 
 class MethodConfig(Section):
-    enabled: bool = Field(False, description="Run step 4, Training Init (build the PEFT model).")
+    enabled: bool = Field(True, description="Run step 4, Training Init (build the PEFT model).")
     name: Literal["lora", "qlora"] = Field("lora", description="PEFT method.")
     r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(32.0, gt=0, description="LoRA alpha; the update is scaled by alpha / r.")
@@ -94,19 +94,32 @@ class MethodConfig(Section):
 
 
 class TrainingConfig(Section):
-    enabled: bool = Field(False, description="Run step 6, Training Exec.")
-    max_steps: int = Field(200, ge=1, description="Optimizer steps to run.")
+    enabled: bool = Field(True, description="Run step 6, Training Exec.")
+    max_steps: int = Field(
+        40, ge=1, description="Optimizer steps to run (the default fits a few minutes on a laptop CPU)."
+    )
     per_device_batch_size: int = Field(4, ge=1, description="Examples per forward pass.")
-    gradient_accumulation_steps: int = Field(4, ge=1, description="Forward passes per optimizer step.")
-    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
+    gradient_accumulation_steps: int = Field(2, ge=1, description="Forward passes per optimizer step.")
+    learning_rate: float = Field(5e-4, gt=0, le=1.0, description="Peak learning rate.")
     lr_scheduler: Literal["linear", "cosine"] = Field("cosine", description="Learning-rate schedule.")
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Fraction of steps spent warming up.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="Compute precision; 'auto' picks the fastest the hardware supports."
     )
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay on the adapter weights.")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="Clip the gradient norm to this value.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for activation memory.")
-    eval_steps: int = Field(25, ge=1, description="Evaluate on the validation split every N steps.")
-    save_steps: int = Field(50, ge=1, description="Save a resumable checkpoint every N steps.")
+    eval_steps: int = Field(10, ge=1, description="Evaluate on the validation split every N steps.")
+    eval_rows: int = Field(
+        32, ge=1, description="Validation rows used by the periodic evaluation during training (keeps it quick)."
+    )
+    save_steps: int = Field(
+        20, ge=1, description="Save a resumable checkpoint every N steps (a multiple of eval_steps)."
+    )
+    early_stopping_patience: int = Field(
+        3, ge=0, description="Stop after this many evaluations without a better validation loss; 0 turns it off. "
+        "The best checkpoint is kept and its adapter is the one saved.",
+    )
     seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
 
 
@@ -127,7 +140,14 @@ class CommConfig(Section):
 
 
 class EvaluationConfig(Section):
-    enabled: bool = _stage_section("step 8, Evaluation")
+    enabled: bool = Field(True, description="Run step 8, Evaluation: base against tuned on held-out rows.")
+    max_rows: int = Field(64, ge=1, description="Validation rows for loss and perplexity.")
+    task_rows: int = Field(
+        32, ge=1, description="Held-out rows answered by greedy generation for the task metric (verdict accuracy "
+        "on the demo data, exact match otherwise).",
+    )
+    max_new_tokens: int = Field(48, ge=1, le=4096, description="Longest generated answer, in tokens.")
+    samples: int = Field(5, ge=0, description="Held-out prompts saved with base and tuned answers side by side.")
 
 
 class ExportConfig(Section):
@@ -192,6 +212,8 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem(
             "preflight.enabled", "pre-flight needs data and model; set data.enabled and model.enabled to true"
         ))
+    if config.evaluation.enabled and not config.training.enabled:
+        problems.append(Problem("evaluation.enabled", "compares base and tuned, so it needs training.enabled=true"))
     if config.training.enabled and not (config.data.enabled and config.model.enabled):
         problems.append(Problem("training.enabled", "training needs data.enabled and model.enabled"))
     if config.signing.enabled and not config.package.enabled:
@@ -203,6 +225,12 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
             "training.eval_steps",
             f"{config.training.eval_steps} exceeds training.max_steps={config.training.max_steps}, so no "
             "evaluation would run; lower it",
+        ))
+    if config.training.early_stopping_patience and config.training.save_steps % config.training.eval_steps:
+        problems.append(Problem(
+            "training.save_steps",
+            f"{config.training.save_steps} is not a multiple of training.eval_steps={config.training.eval_steps}; "
+            "early stopping keeps the best evaluated checkpoint, so checkpoints must fall on evaluation steps",
         ))
     if config.data.val_path is not None and config.data.val_path == config.data.path:
         problems.append(Problem("data.val_path", "is the training file itself; point it at a separate file"))

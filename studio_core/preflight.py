@@ -13,10 +13,11 @@ from typing import Any
 
 from studio_core.config import RunConfig
 from studio_core.data.prepare import PreparedData
-from studio_core.data.tokenize import IGNORE_INDEX, TokenizedExample
 from studio_core.hardware.memory import GIB, estimate_training_memory
 from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
+from studio_core.train.batching import collate
 from studio_core.train.methods import count_parameters, get_method
+from studio_core.train.precision import autocast, resolve_precision
 
 
 @dataclass
@@ -31,13 +32,6 @@ class PreflightReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"go": self.go, "errors": self.errors, "warnings": self.warnings, **self.facts}
-
-
-def resolve_precision(requested: str, profile) -> str:
-    """The compute precision a run will use: 'auto' picks the fastest the hardware supports."""
-    from studio_core.hardware import best_precision
-
-    return best_precision(profile) if requested == "auto" else requested
 
 
 def check_precision(report: PreflightReport, requested: str, profile) -> str:
@@ -84,10 +78,11 @@ def check_rank(report: PreflightReport, cfg: RunConfig, adapter_params: int, dat
     per_row = sum(e.supervised_tokens for e in data.train_tokens) / max(1, len(data.train_tokens))
     supervised, r = int(per_row * rows), cfg.method.r
     report.facts["rank"] = {"r": r, "train_rows": rows, "supervised_train_tokens": supervised}
-    if adapter_params > supervised:
+    report.facts["rank"]["adapter_parameters_per_supervised_token"] = round(adapter_params / max(1, supervised), 2)
+    if r > 64 and rows < 1000:
         report.warnings.append(
-            f"method.r={r}: the adapter has {adapter_params:,} parameters but the training data only "
-            f"{supervised:,} supervised tokens; a rank this high mostly memorises. Try r<={max(1, r // 4)}"
+            f"method.r={r} is high for {rows:,} training rows: the adapter can memorise them rather than learn the "
+            "task. r=8-16 is the usual range for a dataset this size"
         )
     if r > 256:
         report.warnings.append(f"method.r={r} is very high: memory and time grow with r for little gain")
@@ -129,32 +124,6 @@ def check_memory(report: PreflightReport, cfg: RunConfig, model, adapter_params:
         )
 
 
-def collate(examples: list[TokenizedExample], pad_id: int):
-    """Right-padded tensors: input_ids, attention_mask, labels (IGNORE_INDEX on padding)."""
-    import torch
-
-    width = max(len(e.input_ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, e in enumerate(examples):
-        n = len(e.input_ids)
-        ids[row, :n] = torch.tensor(e.input_ids)
-        labels[row, :n] = torch.tensor(e.labels)
-        mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def autocast(precision: str, device: str):
-    import contextlib
-
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: PreparedData, pad_id: int,
               precision: str, simulated: bool) -> None:
     """Time `micro_run_steps` real forward/backward/optimizer steps; estimate the whole run from them."""
@@ -164,7 +133,9 @@ def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: Prepare
     if steps == 0:
         report.warnings.append("preflight.micro_run_steps=0: no time estimate")
         return
-    batch = collate(data.train_tokens[: cfg.training.per_device_batch_size], pad_id)
+    # Examples truncation left without assistant tokens give a 0/0 = NaN loss: measure on ones that learn.
+    learnable = [e for e in data.train_tokens if e.supervised_tokens] or data.train_tokens
+    batch = collate(learnable[: cfg.training.per_device_batch_size], pad_id)
     device = next(peft_model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     params = [p for p in peft_model.parameters() if p.requires_grad]

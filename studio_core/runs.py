@@ -141,6 +141,11 @@ class RunDir:
     def metric(self, **values: Any) -> None:
         append_jsonl(self.path / "metrics.jsonl", {"time": utc_now(), **values})
 
+    def drop_metrics_after(self, step: int) -> None:
+        """Forget metric lines past `step`: a resumed run replays those steps from its checkpoint."""
+        kept = [m for m in self.metrics() if m.get("step", 0) <= step]
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(m, default=str) + "\n" for m in kept))
+
     def events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / "events.jsonl")
 

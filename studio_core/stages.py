@@ -6,6 +6,7 @@ models/, preflight.py, ...), so these stay short.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # workflow imports this module to build its stage list
@@ -124,3 +125,134 @@ def _summary(facts: dict) -> str:
         parts.append(f"~{facts['time_estimate']['estimated_training_s']:.0f} s for "
                      f"{facts['time_estimate']['max_steps']} steps")
     return "go: " + ", ".join(parts)
+
+
+def training_init(ctx: RunContext) -> None:
+    """Step 4: build the PEFT model on the base (or the simulation's stand-in), refusing full fine-tuning."""
+    from transformers import set_seed
+
+    from studio_core.errors import ConfigError, Problem
+    from studio_core.hardware import hardware_profile
+    from studio_core.models.targets import default_target_modules
+    from studio_core.train.methods import apply_method, count_parameters, get_method
+    from studio_core.train.precision import resolve_precision
+
+    cfg = ctx.config
+    precision = resolve_precision(cfg.training.precision, hardware_profile(ctx.home))
+    set_seed(cfg.training.seed)  # the adapter's initialisation is part of what the seed pins
+    model = load_training_model(ctx, precision)
+    if ctx.simulated:  # the adapter will belong to this tiny stand-in: ship it, so the adapter loads and merges
+        model.save_pretrained(str(ctx.artifact_dir("simulation-base")), safe_serialization=True)
+    targets = default_target_modules(model) if cfg.method.target_modules == "auto" else cfg.method.target_modules
+    peft_model = apply_method(model, cfg.method, targets)
+    trainable, total = count_parameters(peft_model)
+    if trainable > total / 2:
+        raise ConfigError(Problem("method.target_modules", f"{trainable:,} of {total:,} parameters would train: "
+                                  "the base model is not frozen; adapt its projections only"))
+    info = {"method": cfg.method.name, "target_modules": targets, "trainable_parameters": trainable,
+            "total_parameters": total, "trainable_percent": round(100 * trainable / total, 4),
+            "precision": precision, "base_loaded_in_4bit": get_method(cfg.method.name).loads_in_4bit,
+            "backend": "transformers+peft", "simulated": ctx.simulated}
+    ctx.write_artifact("training_init.json", info)
+    ctx.outputs.update(peft_model=peft_model, precision=precision, targets=targets)
+    ctx.emit("training_initialised", f"{cfg.method.name}: {trainable:,} of {total:,} parameters trainable "
+                                     f"({info['trainable_percent']:.3f}%), {precision}", **info)
+
+
+def training_exec(ctx: RunContext) -> None:
+    """Step 6: train (resuming from the latest checkpoint if there is one), save the adapter, merge it."""
+    from studio_core.errors import CancelledError
+    from studio_core.train.trainer import latest_checkpoint, train
+
+    cfg, data = ctx.config, ctx.outputs["data"]
+    checkpoint = latest_checkpoint(ctx.run.path)
+    if checkpoint:
+        ctx.run.drop_metrics_after(int(checkpoint.rsplit("-", 1)[-1]))  # those steps are replayed
+    if ctx.simulated:
+        cfg = simulation_training(cfg)
+        ctx.emit("simulation", f"simulation: training capped at {cfg.training.max_steps} steps "
+                               f"(eval every {cfg.training.eval_steps}, checkpoint every {cfg.training.save_steps})")
+    # A row whose assistant tokens were all truncated away has no loss to learn from (and a batch of them is NaN).
+    train_rows = [e for e in data.train_tokens if e.supervised_tokens]
+    val_rows = [e for e in data.val_tokens if e.supervised_tokens]
+    if len(train_rows) < len(data.train_tokens):
+        ctx.emit("warning", f"{len(data.train_tokens) - len(train_rows)} training rows have no assistant tokens left "
+                            f"after truncation to data.max_length={cfg.data.max_length} and are not trained on")
+    outcome = train(cfg, ctx.outputs["peft_model"], train_rows, val_rows, tokenizer(ctx).pad_token_id,
+                    ctx.run.path, ctx.outputs["precision"], ctx.emit, ctx.run.metric, ctx.cancel)
+    if outcome.cancelled:
+        raise CancelledError(f"cancelled at step {outcome.steps}; resume with peft-studio run --resume "
+                             f"{ctx.run.run_id}")
+    summary = {"steps": outcome.steps, "max_steps": cfg.training.max_steps, "simulated": ctx.simulated, "stopped_early": outcome.stopped_early,
+               "best_checkpoint": outcome.best_checkpoint and Path(outcome.best_checkpoint).name,
+               "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
+    ctx.write_artifact("training.json", summary)
+    _save_and_merge(ctx)
+
+
+SIMULATION_STEPS = {"max_steps": 12, "eval_steps": 4, "save_steps": 4}
+
+
+def simulation_training(cfg):
+    """A simulation proves the loop (steps, evals, checkpoints, early stopping), not the model: cap its length."""
+    capped = {k: min(getattr(cfg.training, k), v) for k, v in SIMULATION_STEPS.items()}
+    capped["save_steps"] = capped["eval_steps"] * max(1, capped["save_steps"] // capped["eval_steps"])
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update=capped)})
+
+
+def _save_and_merge(ctx: RunContext) -> None:
+    from studio_core.train.batching import collate
+    from studio_core.train.merge import merge_adapter, save_adapter
+
+    base_record = resolved_model(ctx).record()
+    if ctx.simulated:
+        base_record = {**base_record, "simulation_base": "artifacts/simulation-base"}
+    adapter_dir = ctx.artifact_dir("adapter")
+    save_adapter(ctx.outputs["peft_model"], adapter_dir, base_record)
+    batch = collate(ctx.outputs["data"].val_tokens[:2], tokenizer(ctx).pad_token_id)
+    report = merge_adapter(lambda: _fresh_base(ctx), adapter_dir, ctx.artifact_dir("merged"), tokenizer(ctx), batch)
+    report["into"] = _merge_base_description(ctx)
+    ctx.write_artifact("merge.json", report)
+    ctx.emit("merged", f"adapter merged; logits relative error {report['relative_error']:.2e} ({report['into']})")
+
+
+def _fresh_base(ctx: RunContext):
+    """The base to merge into, in fp32: QLoRA's is its 4-bit base de-quantized (what the adapter trained on)."""
+    from studio_core.models.resolve import load_model
+    from studio_core.train.methods import get_method
+
+    if ctx.simulated:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(ctx.run.artifacts / "simulation-base", use_safetensors=True)
+    if get_method(ctx.config.method.name).loads_in_4bit:
+        return load_model(resolved_model(ctx), quantize_4bit=True, compute_dtype="fp32").dequantize()
+    return load_model(resolved_model(ctx))
+
+
+def _merge_base_description(ctx: RunContext) -> str:
+    from studio_core.train.methods import get_method
+
+    if ctx.simulated:
+        return "the simulation's tiny random base (fp32)"
+    if get_method(ctx.config.method.name).loads_in_4bit:
+        return "the nf4 base de-quantized to fp32 (QLoRA trained against those weights, not the originals)"
+    return "the fp32 base weights"
+
+
+def evaluation(ctx: RunContext) -> None:
+    """Step 8 (first version): loss, perplexity and the task metric for base and tuned, plus samples."""
+    from studio_core.evaluate.basic import run_evaluation
+
+    cfg = ctx.config
+    report, samples = run_evaluation(ctx.outputs["peft_model"], tokenizer(ctx), ctx.outputs["data"], cfg,
+                                     ctx.outputs["precision"])
+    report["simulated"] = ctx.simulated
+    ctx.write_artifact("eval/metrics.json", report)
+    from studio_core.digest import canonical_json
+    from studio_core.runs import atomic_write_text
+
+    atomic_write_text(ctx.run.artifacts / "eval" / "samples.jsonl", "".join(canonical_json(s) + "\n" for s in samples))
+    b, t = report["base"], report["tuned"]
+    ctx.emit("evaluated", f"val loss {b['val_loss']:.4f} -> {t['val_loss']:.4f}; {report['task_metric']} "
+                          f"{b['task']['value']:.3f} -> {t['task']['value']:.3f}", **report)

@@ -76,17 +76,24 @@ class Stage:
 
 
 def _stages() -> list[Stage]:
-    from studio_core.stages import data_resolve, model_resolve, preflight_check
+    from studio_core.stages import (
+        data_resolve,
+        evaluation,
+        model_resolve,
+        preflight_check,
+        training_exec,
+        training_init,
+    )
 
     return [
         Stage(1, "data_resolve", "Data Resolve", "data", data_resolve),
         Stage(2, "model_resolve", "Model Resolve", "model", model_resolve),
         Stage(3, "preflight", "Pre-flight Check", "preflight", preflight_check),
-        Stage(4, "training_init", "Training Init", "method", None),
+        Stage(4, "training_init", "Training Init", "method", training_init),
         Stage(5, "pruning_init", "Pruning Aware Init", "pruning", None),
-        Stage(6, "training_exec", "Training Exec", "training", None),
+        Stage(6, "training_exec", "Training Exec", "training", training_exec),
         Stage(7, "dynamic_sparsification", "Dynamic Sparsification", "comm", None),
-        Stage(8, "evaluation", "Evaluation", "evaluation", None),
+        Stage(8, "evaluation", "Evaluation", "evaluation", evaluation),
         Stage(9, "export_onnx", "Export ONNX", "export", None),
         Stage(10, "compile", "Compile", "compile", None),
         Stage(11, "tgsp_packing", "TGSP Packing", "package", None),

@@ -3,13 +3,21 @@ import json
 import pytest
 
 from studio_core.config import (
-    RunConfig, all_field_paths, apply_overrides, json_schema, load_config, parse_value, save_config, validate_config,
+    RunConfig,
+    all_field_paths,
+    apply_overrides,
+    json_schema,
+    load_config,
+    parse_value,
+    save_config,
+    validate_config,
 )
 from studio_core.errors import ConfigError
 
 
 def test_defaults_are_valid_and_offline():
     config = validate_config({})
+    assert config.method.enabled and config.training.enabled and config.evaluation.enabled
     assert config.model.ref == "embedded:smollm2-135m-instruct"
     assert config.data.path == "demo:legal-audit"
 
@@ -40,7 +48,7 @@ def test_all_problems_reported_at_once_with_field_paths():
 
 def test_cross_field_problems_name_field_and_fix():
     with pytest.raises(ConfigError) as e:
-        validate_config({"training": {"enabled": True}, "signing": {"enabled": True}})
+        validate_config({"method": {"enabled": False}, "signing": {"enabled": True}})
     messages = {p.field: p.message for p in e.value.problems}
     assert "method.enabled" in messages["training.enabled"]
     assert "package.enabled=true" in messages["signing.enabled"]
@@ -59,16 +67,16 @@ def test_set_values_parse_as_json_else_string(text, value):
 
 
 def test_overrides_apply_and_unknown_key_is_named():
-    data = apply_overrides({}, ["training.max_steps=7", 'method.target_modules=["q_proj"]'])
+    data = apply_overrides({}, ["training.max_steps=70", 'method.target_modules=["q_proj"]'])
     config = validate_config(data)
-    assert config.training.max_steps == 7 and config.method.target_modules == ["q_proj"]
+    assert config.training.max_steps == 70 and config.method.target_modules == ["q_proj"]
     with pytest.raises(ConfigError) as e:
         apply_overrides({}, ["trainng.max_steps=3"])
     assert "trainng.max_steps" in str(e.value) and "did you mean training.max_steps" in str(e.value)
 
 
 def test_save_load_round_trip(tmp_path):
-    config = validate_config({"name": "x", "training": {"max_steps": 9}})
+    config = validate_config({"name": "x", "training": {"max_steps": 90}})
     save_config(config, tmp_path / "c.json")
     assert load_config(tmp_path / "c.json") == config
 

@@ -36,7 +36,9 @@ def _config(data_path: str, **overrides: dict[str, Any]) -> RunConfig:
         "data": {"path": data_path, "max_length": 256},
         "model": {"ref": "tiny-random:llama"},
         "preflight": {"micro_run_steps": 2},
-        "training": {"per_device_batch_size": 2},
+        "training": {"per_device_batch_size": 2, "enabled": False},
+        "method": {"enabled": False},
+        "evaluation": {"enabled": False},
     }
     for section, values in overrides.items():
         if isinstance(values, dict):

@@ -8,7 +8,8 @@ from studio_core.config import validate_config
 from studio_core.errors import CancelledError, ConfigError, InputError
 from studio_core.runs import RunStore
 
-FAST = {"model": {"ref": "tiny-random:llama"}, "preflight": {"enabled": False}, "data": {"demo_rows": 120}}
+FAST = {"model": {"ref": "tiny-random:llama"}, "preflight": {"enabled": False}, "data": {"demo_rows": 120},
+        "method": {"enabled": False}, "training": {"enabled": False}, "evaluation": {"enabled": False}}
 
 
 def test_twelve_stages_in_wizard_order():
@@ -20,7 +21,7 @@ def test_twelve_stages_in_wizard_order():
 
 
 def test_enabling_an_unavailable_stage_is_refused_before_any_write(tmp_path):
-    config = validate_config({"export": {"enabled": True}, "privacy": {"enabled": False}})
+    config = validate_config({"export": {"enabled": True}})
     with pytest.raises(ConfigError) as e:
         workflow.run(config, tmp_path)
     assert "export.enabled" in str(e.value) and "not available yet" in str(e.value)
@@ -34,6 +35,7 @@ def test_run_records_stage_states_timings_and_events(tmp_path):
     stages = status["stages"]
     assert stages["data_resolve"]["state"] == "completed" and stages["data_resolve"]["seconds"] >= 0
     assert stages["preflight"] == {"state": "skipped", "reason": "preflight.enabled=false"}
+    assert stages["pruning_init"] == {"state": "skipped", "reason": "pruning.enabled=false"}
     assert stages["evidence_signing"]["reason"] == "signing.enabled=false"
     kinds = [e["type"] for e in run.events()]
     assert kinds[0] == "run_started" and kinds[-1] == "run_completed"

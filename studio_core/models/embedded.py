@@ -117,6 +117,8 @@ def _convert_gguf(source: Path, out: Path) -> None:
     config = json.loads(config_path.read_text())
     # The gguf quantization_config would make a later BitsAndBytesConfig (QLoRA) load refuse the folder.
     config.pop("quantization_config", None)
+    # config.save_pretrained (unlike model.save_pretrained) leaves architectures out; the model record shows it.
+    config["architectures"] = config.get("architectures") or [type(model).__name__]
     config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 

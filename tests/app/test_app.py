@@ -34,6 +34,7 @@ def test_home_lists_a_run_created_in_the_studio_home(studio_env: Path) -> None:
     config = validate_config({
         "name": "app-test", "data": {"demo_rows": 100, "max_length": 256},
         "model": {"ref": "tiny-random:llama"}, "preflight": {"enabled": False},
+        "method": {"enabled": False}, "training": {"enabled": False}, "evaluation": {"enabled": False},
     })
     run = workflow.run(config)
     assert run.path.parent == studio_env / "runs"

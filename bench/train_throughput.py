@@ -1,0 +1,156 @@
+"""Studio training vs a plain transformers + peft loop: tokens/s and peak RSS, alternated in one run.
+
+Both sides train LoRA (r=16, every attention and MLP projection) on the same model, the same rows, the same
+sequence length, batch and number of steps, in bf16 autocast where the CPU supports it, each in its own
+process (so peak RSS is its own). The baseline script uses no studio code: it reads the rows from a JSONL
+file and tokenizes them itself. Throughput counts non-padding tokens over the steps after the first
+(warm-up) one. Prints a table with the ratios and writes bench/results/train_throughput.json.
+
+    .venv/bin/python bench/train_throughput.py [--model REF] [--steps 12] [--batch 4] [--seq 256] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+BASELINE = r'''
+import json, resource, sys, time
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model_dir, rows_file, steps, batch, seq, precision = sys.argv[1:7]
+steps, batch, seq = int(steps), int(batch), int(seq)
+torch.manual_seed(42)
+tok = AutoTokenizer.from_pretrained(model_dir)
+pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+rows = [json.loads(line)["messages"] for line in open(rows_file)]
+ids = [tok.apply_chat_template(r, tokenize=True, return_dict=False)[:seq] for r in rows]
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True)
+targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=targets,
+                                         task_type="CAUSAL_LM"))
+opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
+model.train()
+marks, tokens = [], []
+for step in range(steps):
+    chunk = ids[step * batch:(step + 1) * batch]
+    width = max(len(r) for r in chunk)
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in chunk])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in chunk])
+    labels = input_ids.masked_fill(mask == 0, -100)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    marks.append(time.perf_counter())
+    tokens.append(int(mask.sum()))
+span = marks[-1] - marks[0]
+print(json.dumps({"tokens_per_s": sum(tokens[1:]) / span, "steps": steps, "final_loss": float(loss),
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+'''
+
+STUDIO = r'''
+import json, resource, sys, threading, time
+from pathlib import Path
+import torch
+from studio_core.config import validate_config
+from studio_core.data.tokenize import tokenize_conversation
+from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
+from studio_core.models.targets import default_target_modules
+from studio_core.train.methods import apply_method
+from studio_core.train.trainer import train
+
+model_ref, cache, rows_file, steps, batch, seq, precision, out_dir = sys.argv[1:9]
+steps, batch, seq = int(steps), int(batch), int(seq)
+cfg = validate_config({"model": {"ref": model_ref}, "data": {"max_length": seq},
+    "training": {"max_steps": steps, "per_device_batch_size": batch, "gradient_accumulation_steps": 1,
+                 "learning_rate": 5e-4, "warmup_ratio": 0.0, "eval_steps": 10 * steps, "save_steps": 10 * steps,
+                 "early_stopping_patience": 0, "eval_rows": 1, "precision": precision}})
+resolved = resolve_model(model_ref, Path(cache))
+tok = load_tokenizer(resolved)
+rows = [json.loads(line)["messages"] for line in open(rows_file)]
+examples = [tokenize_conversation(tok, r, seq) for r in rows]
+torch.manual_seed(42)
+model = load_model(resolved)
+peft_model = apply_method(model, cfg.method, default_target_modules(model))
+marks, tokens = [], []
+def metric(**m):
+    if "loss" in m:
+        marks.append(time.perf_counter())
+train(cfg, peft_model, examples[: steps * batch], examples[-1:], tok.pad_token_id, Path(out_dir), precision,
+      lambda *a, **k: None, metric, threading.Event())
+lengths = [len(e.input_ids) for e in examples[: steps * batch]]
+# Trainer shuffles with its seed, so count tokens as the mean per step times the steps measured.
+per_step = sum(lengths) / steps
+span = marks[-1] - marks[0]
+print(json.dumps({"tokens_per_s": per_step * (steps - 1) / span, "steps": steps,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+'''
+
+
+def run_child(code: str, args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(ROOT))
+    from studio_core.data.demo import generate_legal_audit
+    from studio_core.data.load import load_records_as_conversations
+    from studio_core.hardware import best_precision, hardware_profile
+    from studio_core.models.resolve import resolve_model
+    from studio_core.runs import model_cache_dir, studio_home
+
+    cache = model_cache_dir(studio_home())
+    resolved = resolve_model(args.model, cache)
+    precision = best_precision(hardware_profile())
+    rows = load_records_as_conversations(generate_legal_audit(args.steps * args.batch), "alpaca").rows
+    results: dict[str, list[dict]] = {"studio": [], "baseline": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        rows_file = Path(tmp) / "rows.jsonl"
+        rows_file.write_text("".join(json.dumps({"messages": r}) + "\n" for r in rows))
+        common = [str(rows_file), str(args.steps), str(args.batch), str(args.seq), precision]
+        for i in range(args.rounds):  # alternate, so drift on the machine hits both sides alike
+            results["baseline"].append(run_child(BASELINE, [str(resolved.path), *common]))
+            results["studio"].append(run_child(STUDIO, [args.model, str(cache), *common, f"{tmp}/studio-{i}"]))
+    summary = {side: {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
+                      "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs)}
+               for side, runs in results.items()}
+    ratios = {"throughput": summary["studio"]["tokens_per_s"] / summary["baseline"]["tokens_per_s"],
+              "peak_rss": summary["studio"]["peak_rss_mb"] / summary["baseline"]["peak_rss_mb"]}
+    print(f"model {args.model}, {args.steps} steps x batch {args.batch} x seq <= {args.seq}, {precision}, "
+          f"{args.rounds} alternated rounds (medians)")
+    print(f"{'':10}{'tokens/s':>12}{'peak RSS MB':>14}")
+    for side in ("baseline", "studio"):
+        print(f"{side:10}{summary[side]['tokens_per_s']:12.1f}{summary[side]['peak_rss_mb']:14.0f}")
+    print(f"{'ratio':10}{ratios['throughput']:11.3f}x{ratios['peak_rss']:13.3f}x   "
+          "(targets: throughput >= 0.95x, peak RSS <= 1.10x)")
+    out = ROOT / "bench" / "results" / "train_throughput.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(args), "precision": precision, "runs": results, "median": summary,
+                               "ratios": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

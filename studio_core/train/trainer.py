@@ -1,0 +1,193 @@
+"""Step 6, Training Exec, on the Hugging Face `Trainer`.
+
+The Trainer gives gradient accumulation, mixed precision, clipping, schedules with warmup, periodic
+evaluation, early stopping with the best checkpoint kept, and checkpoints that carry optimizer, scheduler,
+RNG state and the data position (so a resumed run replays exactly the remaining batches). The studio adds
+one callback that streams metrics and progress to the run dir, checks the cancel flag at every step and
+warns when validation loss rises while training loss falls.
+
+Where later issues attach:
+- differential privacy (Opacus): `build_trainer` is the one place that builds the optimizer and the data
+  loader; a DP run passes its own (Poisson-sampled loader, DPOptimizer with per-sample gradients) through
+  `Trainer(optimizers=...)` / a `get_train_dataloader` override, and the accountant's epsilon joins the
+  metric line in `StudioCallback.on_log`.
+- 2:4 masks: `StudioCallback.on_optimizer_step` is the hook after each optimizer step where adapter
+  updates are projected back into the base weight's sparsity pattern (or a parametrization is registered
+  on the LoRA modules in Training Init).
+- data parallel with gradient compression: `TrainingArguments` already runs under torchrun/accelerate;
+  the compression hook is registered on the DDP-wrapped model in `Trainer.create_accelerator_and_postprocess`
+  via `ddp_comm_hook`, with no change to the loop.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+from studio_core.config import RunConfig
+from studio_core.train.batching import Collator, TokenizedDataset
+
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainOutcome:
+    steps: int
+    cancelled: bool
+    best_checkpoint: str | None
+    best_val_loss: float | None
+    overfitting_warned: bool
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class StudioCallback(TrainerCallback):
+    """Metrics and progress to the run dir, cancel at step boundaries, the overfitting warning."""
+
+    def __init__(self, emit, metric, cancel: threading.Event, max_steps: int, start_step: int = 0):
+        self.emit, self.metric, self.cancel = emit, metric, cancel
+        self.max_steps = max_steps
+        self.start_step = start_step
+        self.cancelled = False
+        self.overfitting_warned = False
+        self.train_losses: list[float] = []
+        self.val_losses: list[tuple[int, float]] = []
+        self._t0 = time.perf_counter()
+        self._last = (time.perf_counter(), 0)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+        self._last = (self._t0, state.num_input_tokens_seen or 0)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        return self._check_cancel(control)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self._train_line(state, logs)
+        if "eval_loss" in logs:
+            self._eval_line(state, logs)
+        # Logging precedes the save decision of the same step, so a cancel seen here still checkpoints this step.
+        return self._check_cancel(control)
+
+    def _check_cancel(self, control):
+        if self.cancel.is_set():
+            self.cancelled = True
+            control.should_save = True  # leave a checkpoint at this step so the run can resume
+            control.should_training_stop = True
+        return control
+
+    def _train_line(self, state, logs: dict) -> None:
+        now, tokens = time.perf_counter(), state.num_input_tokens_seen or 0
+        span = max(now - self._last[0], 1e-9)
+        tokens_per_s = (tokens - self._last[1]) / span
+        self._last = (now, tokens)
+        elapsed = now - self._t0
+        done = state.global_step - self.start_step
+        eta = elapsed / done * (self.max_steps - state.global_step) if done > 0 else None
+        loss = float(logs["loss"])
+        self.train_losses.append(loss)
+        self.metric(step=state.global_step, epoch=round(state.epoch or 0, 4), loss=loss,
+                    lr=logs.get("learning_rate"), grad_norm=_float(logs.get("grad_norm")),
+                    tokens_per_s=round(tokens_per_s, 1), elapsed_s=round(elapsed, 2))
+        self.emit("progress", f"step {state.global_step}/{self.max_steps}", step=state.global_step,
+                  max_steps=self.max_steps, elapsed_s=round(elapsed, 1), eta_s=None if eta is None else round(eta, 1),
+                  loss=loss)
+
+    def _eval_line(self, state, logs: dict) -> None:
+        val = float(logs["eval_loss"])
+        self.val_losses.append((state.global_step, val))
+        self.metric(step=state.global_step, epoch=round(state.epoch or 0, 4), val_loss=val,
+                    val_ppl=_perplexity(val), elapsed_s=round(time.perf_counter() - self._t0, 2))
+        self._check_overfitting(state.global_step)
+
+    def _check_overfitting(self, step: int) -> None:
+        """Validation loss up on each of the last two evaluations while training loss went down."""
+        if self.overfitting_warned or len(self.val_losses) < 3 or len(self.train_losses) < 4:
+            return
+        (_, a), (_, b), (_, c) = self.val_losses[-3:]
+        half = len(self.train_losses) // 2
+        early, late = self.train_losses[:half], self.train_losses[half:]
+        if c > b > a and sum(late) / len(late) < sum(early) / len(early):
+            self.overfitting_warned = True
+            self.emit("warning", f"overfitting at step {step}: validation loss rose {a:.4f} -> {b:.4f} -> {c:.4f} "
+                                 "while training loss fell; the model is memorising the training set. Fewer steps, "
+                                 "more data or a lower learning rate help.", kind="overfitting", step=step)
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(loss) if loss < 50 else float("inf")
+
+
+def training_arguments(cfg: RunConfig, output_dir: Path, precision: str, resuming: bool = False):
+    t = cfg.training
+    early_stopping = t.early_stopping_patience > 0
+    return TrainingArguments(
+        output_dir=str(output_dir), max_steps=t.max_steps, per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, weight_decay=t.weight_decay,
+        warmup_steps=math.ceil(t.warmup_ratio * t.max_steps), max_grad_norm=t.max_grad_norm,
+        bf16=precision == "bf16", fp16=precision == "fp16",
+        activation_checkpointing=t.gradient_checkpointing, eval_strategy="steps", eval_steps=t.eval_steps,
+        eval_on_start=not resuming,  # the step-0 validation loss is the baseline
+        save_strategy="steps", save_steps=t.save_steps,
+        save_total_limit=2 if early_stopping else 1, load_best_model_at_end=early_stopping,
+        metric_for_best_model="eval_loss", greater_is_better=False, logging_strategy="steps", logging_steps=1,
+        include_num_input_tokens_seen="non_padding", seed=t.seed, data_seed=t.seed, report_to="none",
+        remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, use_cpu=not _on_cuda(),
+        label_names=["labels"],
+    )
+
+
+def _on_cuda() -> bool:
+    from studio_core.catalog import is_cuda_available
+
+    return is_cuda_available()
+
+
+def latest_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = run_dir / CHECKPOINTS
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int, run_dir: Path, precision: str,
+          emit, metric, cancel: threading.Event) -> TrainOutcome:
+    """Run (or resume, when `run_dir` holds a checkpoint) the configured training; returns what happened."""
+    resume_from = latest_checkpoint(run_dir)
+    start_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+    if resume_from:
+        emit("resumed", f"resuming from {Path(resume_from).name}", step=start_step)
+    callback = StudioCallback(emit, metric, cancel, cfg.training.max_steps, start_step)
+    callbacks: list[Any] = [callback]
+    if cfg.training.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
+    if cfg.training.gradient_checkpointing:
+        peft_model.enable_input_require_grads()
+    trainer = Trainer(
+        model=peft_model, args=training_arguments(cfg, run_dir / CHECKPOINTS, precision, resuming=bool(resume_from)),
+        data_collator=Collator(pad_id), train_dataset=TokenizedDataset(train_examples),
+        eval_dataset=TokenizedDataset(val_examples[: cfg.training.eval_rows]), callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes to the run dir and the CLI's own display
+    trainer.train(resume_from_checkpoint=resume_from)
+    state = trainer.state
+    return TrainOutcome(
+        steps=state.global_step, cancelled=callback.cancelled, best_checkpoint=state.best_model_checkpoint,
+        best_val_loss=state.best_metric, overfitting_warned=callback.overfitting_warned,
+        stopped_early=state.global_step < cfg.training.max_steps and not callback.cancelled,
+        history=state.log_history,
+    )

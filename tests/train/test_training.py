@@ -1,0 +1,170 @@
+"""Training on tiny random models: it learns, checkpoints, resumes, cancels, saves and merges."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from studio_core import workflow
+from studio_core.config import validate_config
+from studio_core.errors import CancelledError, ConfigError
+from studio_core.runs import RunStore
+
+
+def tiny_config(**training):
+    return validate_config({
+        "model": {"ref": "tiny-random:llama"},
+        "data": {"demo_rows": 120, "max_length": 384},
+        "preflight": {"enabled": False},
+        "training": {"max_steps": 6, "eval_steps": 2, "save_steps": 2, "per_device_batch_size": 2,
+                     "gradient_accumulation_steps": 1, "learning_rate": 5e-3, "eval_rows": 8,
+                     "precision": "fp32", **training},
+        "evaluation": {"max_rows": 8, "task_rows": 4, "max_new_tokens": 8, "samples": 2},
+    })
+
+
+def read(run, name):
+    return json.loads((run.artifacts / name).read_text())
+
+
+def test_loss_goes_down_and_every_step_is_recorded(tmp_path):
+    run = workflow.run(tiny_config(max_steps=12, eval_steps=4, save_steps=4), tmp_path)
+    metrics = run.metrics()
+    train = [m for m in metrics if "loss" in m]
+    evals = [m for m in metrics if "val_loss" in m]
+    assert [m["step"] for m in train] == list(range(1, 13))
+    for m in train:
+        assert {"epoch", "lr", "grad_norm", "tokens_per_s", "elapsed_s"} <= m.keys() and m["tokens_per_s"] > 0
+    assert [m["step"] for m in evals] == [0, 4, 8, 12]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+    assert sum(m["loss"] for m in train[-3:]) < sum(m["loss"] for m in train[:3])
+    assert evals[0]["val_ppl"] == pytest.approx(2.718281828 ** evals[0]["val_loss"], rel=1e-6)
+    progress = [e for e in run.events() if e["type"] == "progress"]
+    assert progress[-1]["step"] == 12 and progress[-1]["eta_s"] == 0
+
+
+def test_adapter_loads_in_stock_peft_in_a_fresh_process_and_matches_merged(tmp_path):
+    run = workflow.run(tiny_config(), tmp_path)
+    adapter = run.artifacts / "adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "base_model.json"} <= set(os.listdir(adapter))
+    assert json.loads((adapter / "base_model.json").read_text())["weight_sha256"]
+    assert json.loads((adapter / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    assert read(run, "merge.json")["relative_error"] < 1e-4
+    base_path = json.loads((adapter / "base_model.json").read_text())["path"]
+    code = textwrap.dedent(f"""
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+        base = AutoModelForCausalLM.from_pretrained({base_path!r})
+        tuned = PeftModel.from_pretrained(base, {str(adapter)!r}).eval()
+        merged = AutoModelForCausalLM.from_pretrained({str(run.artifacts / 'merged')!r}).eval()
+        ids = torch.tensor([[5, 17, 99, 3, 42, 7]])
+        with torch.no_grad():
+            a, b = tuned(input_ids=ids).logits, merged(input_ids=ids).logits
+            with tuned.disable_adapter():
+                c = tuned(input_ids=ids).logits
+        print(float((a - b).abs().max() / a.abs().max()), float((a - c).abs().max()))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    merged_error, adapter_effect = map(float, out.stdout.split())
+    assert merged_error < 1e-4
+    assert adapter_effect > 1e-4  # the adapter really changed the model
+
+
+def test_cancel_stops_at_a_step_and_resume_finishes_the_same_step_count(tmp_path):
+    cancel = threading.Event()
+
+    def on_event(event):
+        if event["type"] == "progress" and event["step"] == 3:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        workflow.run(tiny_config(), tmp_path, cancel=cancel, on_event=on_event)
+    (run,) = RunStore(tmp_path).list()
+    assert run.read_status()["state"] == "cancelled"
+    assert (run.path / "checkpoints" / "checkpoint-3").is_dir()
+    resumed = workflow.run(tiny_config(), tmp_path, resume=run.run_id)
+    assert resumed.read_status()["state"] == "completed"
+    assert read(resumed, "training.json")["steps"] == 6
+    steps = [m["step"] for m in resumed.metrics() if "loss" in m]
+    assert steps == list(range(1, 7))  # steps replayed after the checkpoint are not counted twice
+
+
+def test_killed_run_resumes_from_its_checkpoint_like_an_uninterrupted_one(tmp_path):
+    args = ["--model", "tiny-random:llama", "--set", "preflight.enabled=false", "--set", "evaluation.enabled=false",
+            "--set", "data.demo_rows=120", "--set", "data.max_length=384", "--set", "training.max_steps=8",
+            "--set", "training.eval_steps=2", "--set", "training.save_steps=2", "--set", "training.precision=fp32",
+            "--set", "training.per_device_batch_size=2", "--set", "training.gradient_accumulation_steps=1",
+            "--set", "training.early_stopping_patience=0", "--set", "training.eval_rows=4"]
+    exe = os.path.join(os.path.dirname(sys.executable), "peft-studio")
+    straight = subprocess.run([exe, "run", *args, "--home", str(tmp_path / "a")], capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    proc = subprocess.Popen([exe, "run", *args, "--home", str(tmp_path / "b")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        runs = RunStore(tmp_path / "b").list()
+        if runs and (runs[0].path / "checkpoints" / "checkpoint-4").is_dir() and \
+                any(m.get("step", 0) >= 5 for m in runs[0].metrics()):
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (run,) = RunStore(tmp_path / "b").list()
+    assert run.read_status()["state"] == "interrupted"
+    resumed = subprocess.run([exe, "run", "--resume", run.run_id, "--home", str(tmp_path / "b")],
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert run.read_status()["state"] == "completed"
+    (reference,) = RunStore(tmp_path / "a").list()
+    assert read(run, "training.json")["steps"] == read(reference, "training.json")["steps"] == 8
+    last = [m for m in run.metrics() if "loss" in m][-1]
+    last_ref = [m for m in reference.metrics() if "loss" in m][-1]
+    assert last["step"] == last_ref["step"] == 8
+    assert last["loss"] == pytest.approx(last_ref["loss"], rel=1e-3)  # same batches, same RNG: same trajectory
+
+
+def test_evaluation_compares_base_with_adapter_disabled_and_tuned(tmp_path):
+    run = workflow.run(tiny_config(max_steps=8, eval_steps=4, save_steps=4, eval_rows=8), tmp_path)
+    report = read(run, "eval/metrics.json")
+    step0 = next(m for m in run.metrics() if m.get("step") == 0 and "val_loss" in m)
+    assert report["base"]["val_loss"] == pytest.approx(step0["val_loss"], rel=1e-3)  # adapter off == untrained
+    assert report["tuned"]["val_loss"] < report["base"]["val_loss"]
+    assert report["task_metric"] == "verdict_accuracy"
+    samples = [json.loads(line) for line in (run.artifacts / "eval" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2 and {"prompt", "reference", "base", "tuned"} <= samples[0].keys()
+
+
+def test_full_fine_tuning_by_mistake_is_refused(tmp_path):
+    # r=64 LoRA on every projection of a hidden-64 model is more parameters than the base itself.
+    config = tiny_config()
+    config = config.model_copy(update={"method": config.method.model_copy(update={"r": 64})})
+    with pytest.raises(workflow.StageFailed) as e:
+        workflow.run(config, tmp_path)
+    assert isinstance(e.value.cause, ConfigError) and "not frozen" in str(e.value)
+
+
+def test_simulation_ships_its_tiny_base_so_the_adapter_loads(tmp_path):
+    config = tiny_config().model_copy(update={"simulate": True})
+    run = workflow.run(config, tmp_path)
+    record = json.loads((run.artifacts / "adapter" / "base_model.json").read_text())
+    assert record["simulation_base"] == "artifacts/simulation-base"
+    assert (run.artifacts / "simulation-base" / "model.safetensors").is_file()
+    assert read(run, "training.json")["simulated"] is True
+
+
+def test_qlora_trains_a_step_on_cpu_and_merges_into_the_dequantized_base(tmp_path):
+    config = tiny_config(max_steps=2, eval_steps=1, save_steps=1)
+    config = config.model_copy(update={"method": config.method.model_copy(update={"name": "qlora"}),
+                                       "simulate": False})
+    run = workflow.run(config, tmp_path)
+    assert read(run, "training_init.json")["base_loaded_in_4bit"] is True
+    assert [m["step"] for m in run.metrics() if "loss" in m] == [1, 2]
+    merge = read(run, "merge.json")
+    assert "de-quantized" in merge["into"] and merge["relative_error"] < 1e-4
