@@ -75,7 +75,7 @@ model_ref, cache, rows_file, steps, batch, seq, precision, out_dir = sys.argv[1:
 steps, batch, seq = int(steps), int(batch), int(seq)
 cfg = validate_config({"model": {"ref": model_ref}, "data": {"max_length": seq},
     "training": {"max_steps": steps, "per_device_batch_size": batch, "gradient_accumulation_steps": 1,
-                 "learning_rate": 5e-4, "warmup_ratio": 0.0, "eval_steps": 10 * steps, "save_steps": 10 * steps,
+                 "learning_rate": 5e-4, "warmup_ratio": 0.0, "eval_steps": steps, "save_steps": steps,
                  "early_stopping_patience": 0, "eval_rows": 1, "precision": precision}})
 resolved = resolve_model(model_ref, Path(cache))
 tok = load_tokenizer(resolved)

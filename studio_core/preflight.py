@@ -159,7 +159,8 @@ def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: Prepare
         "micro_run_steps": steps, "seconds_per_batch": round(per_batch, 4), "tokens_per_batch": tokens,
         "tokens_per_s": round(tokens / per_batch, 1), "seconds_per_optimizer_step": round(per_step, 3),
         "max_steps": cfg.training.max_steps, "estimated_training_s": round(per_step * cfg.training.max_steps, 1),
-        "micro_run_losses": [round(x, 4) for x in losses], "measured_on": "simulation model" if simulated else "base model",
+        "micro_run_losses": [round(x, 4) for x in losses],
+        "measured_on": "simulation model" if simulated else "base model",
     }
     if not all(torch.isfinite(torch.tensor(losses))):
         report.errors.append(f"the micro-run produced a non-finite loss {losses}; check the data and precision")

@@ -59,6 +59,13 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def atomic_write_jsonl(path: Path, records: list[Any]) -> None:
+    """Write records as JSON lines (canonical: sorted keys), atomically."""
+    from studio_core.digest import canonical_json
+
+    atomic_write_text(path, "".join(canonical_json(r) + "\n" for r in records))
+
+
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line; a torn last line (killed mid-write) is skipped by `read_jsonl`."""
     with open(path, "a", encoding="utf-8") as f:
@@ -143,8 +150,7 @@ class RunDir:
 
     def drop_metrics_after(self, step: int) -> None:
         """Forget metric lines past `step`: a resumed run replays those steps from its checkpoint."""
-        kept = [m for m in self.metrics() if m.get("step", 0) <= step]
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(m, default=str) + "\n" for m in kept))
+        atomic_write_jsonl(self.path / "metrics.jsonl", [m for m in self.metrics() if m.get("step", 0) <= step])
 
     def events(self) -> list[dict[str, Any]]:
         return read_jsonl(self.path / "events.jsonl")

@@ -34,14 +34,13 @@ def tokenizer(ctx: RunContext):
 def data_resolve(ctx: RunContext) -> None:
     """Step 1: validate every row (before touching any model), split, tokenize, report, digest."""
     from studio_core.data.prepare import prepare_data
-    from studio_core.digest import canonical_json
-    from studio_core.runs import atomic_write_text
+    from studio_core.runs import atomic_write_jsonl
 
     cfg = ctx.config.data
     data = prepare_data(cfg, lambda: tokenizer(ctx), simulate=ctx.simulated)
     out = ctx.artifact_dir("data")
     for split, rows in (("train", data.train), ("val", data.val)):
-        atomic_write_text(out / f"{split}.jsonl", "".join(canonical_json({"messages": r}) + "\n" for r in rows))
+        atomic_write_jsonl(out / f"{split}.jsonl", [{"messages": r} for r in rows])
     ctx.write_artifact("data/report.json", data.report)
     ctx.outputs["data"] = data
     rows = data.report["rows"]
@@ -183,7 +182,8 @@ def training_exec(ctx: RunContext) -> None:
     if outcome.cancelled:
         raise CancelledError(f"cancelled at step {outcome.steps}; resume with peft-studio run --resume "
                              f"{ctx.run.run_id}")
-    summary = {"steps": outcome.steps, "max_steps": cfg.training.max_steps, "simulated": ctx.simulated, "stopped_early": outcome.stopped_early,
+    summary = {"steps": outcome.steps, "max_steps": cfg.training.max_steps, "simulated": ctx.simulated,
+               "stopped_early": outcome.stopped_early,
                "best_checkpoint": outcome.best_checkpoint and Path(outcome.best_checkpoint).name,
                "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
     ctx.write_artifact("training.json", summary)
@@ -210,7 +210,8 @@ def _save_and_merge(ctx: RunContext) -> None:
     adapter_dir = ctx.artifact_dir("adapter")
     save_adapter(ctx.outputs["peft_model"], adapter_dir, base_record)
     batch = collate(ctx.outputs["data"].val_tokens[:2], tokenizer(ctx).pad_token_id)
-    report = merge_adapter(lambda: _fresh_base(ctx), adapter_dir, ctx.artifact_dir("merged"), tokenizer(ctx), batch)
+    merged_dir = ctx.artifact_dir("merged")
+    report = merge_adapter(lambda: _fresh_base(ctx), adapter_dir, merged_dir, tokenizer(ctx), batch)
     report["into"] = _merge_base_description(ctx)
     ctx.write_artifact("merge.json", report)
     ctx.emit("merged", f"adapter merged; logits relative error {report['relative_error']:.2e} ({report['into']})")
@@ -243,16 +244,16 @@ def _merge_base_description(ctx: RunContext) -> str:
 def evaluation(ctx: RunContext) -> None:
     """Step 8 (first version): loss, perplexity and the task metric for base and tuned, plus samples."""
     from studio_core.evaluate.basic import run_evaluation
+    from studio_core.runs import atomic_write_jsonl
 
     cfg = ctx.config
-    report, samples = run_evaluation(ctx.outputs["peft_model"], tokenizer(ctx), ctx.outputs["data"], cfg,
+    report, answers = run_evaluation(ctx.outputs["peft_model"], tokenizer(ctx), ctx.outputs["data"], cfg,
                                      ctx.outputs["precision"])
     report["simulated"] = ctx.simulated
     ctx.write_artifact("eval/metrics.json", report)
-    from studio_core.digest import canonical_json
-    from studio_core.runs import atomic_write_text
-
-    atomic_write_text(ctx.run.artifacts / "eval" / "samples.jsonl", "".join(canonical_json(s) + "\n" for s in samples))
+    out = ctx.artifact_dir("eval")
+    atomic_write_jsonl(out / "samples.jsonl", answers[: cfg.evaluation.samples])
+    atomic_write_jsonl(out / "answers.jsonl", answers)
     b, t = report["base"], report["tuned"]
     ctx.emit("evaluated", f"val loss {b['val_loss']:.4f} -> {t['val_loss']:.4f}; {report['task_metric']} "
                           f"{b['task']['value']:.3f} -> {t['task']['value']:.3f}", **report)

@@ -159,3 +159,18 @@ def test_console_script_exit_codes_and_last_line(tmp_path):
     assert os.path.isabs(last) and os.path.isfile(os.path.join(last, "status.json"))
     bad = subprocess.run([exe, "run", "--set", "nope=1", "--home", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "nope" in bad.stderr
+
+
+@pytest.mark.embedded
+def test_simulate_with_defaults_on_the_embedded_model(tmp_path, capsys, embedded_model_dir):
+    assert main(["run", "--simulate", "--home", str(tmp_path)]) == 0
+    run_dir = capsys.readouterr().out.strip().splitlines()[-1]
+    run = RunStore(tmp_path).get(os.path.basename(run_dir))
+    status = run.read_status()
+    assert status["state"] == "completed" and status["simulated"] is True
+    done = [name for name, s in status["stages"].items() if s["state"] == "completed"]
+    assert done == ["data_resolve", "model_resolve", "preflight", "training_init", "training_exec", "evaluation"]
+    model = json.loads((run.artifacts / "model" / "model.json").read_text())
+    assert model["ref"] == "embedded:smollm2-135m-instruct" and model["weight_sha256"]["model.safetensors"]
+    report = json.loads((run.artifacts / "data" / "report.json").read_text())
+    assert report["rows"] == {"train": 2160, "val": 240} and report["simulation_slice"]["train"] == 64

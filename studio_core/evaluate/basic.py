@@ -78,7 +78,11 @@ def task_metric(data_path: str, predictions: list[str], references: list[str]) -
 
 
 def run_evaluation(peft_model, tokenizer, data, cfg, precision: str) -> tuple[dict[str, Any], list[dict]]:
-    """Base (adapter disabled) and tuned: validation loss/perplexity, task metric; plus side-by-side samples."""
+    """Base (adapter disabled) and tuned: validation loss/perplexity and the task metric.
+
+    Returns the report and every task row's prompt, reference and both answers (the first `samples` of them are
+    the side-by-side samples).
+    """
     from studio_core.train.precision import autocast
 
     ev = cfg.evaluation
@@ -103,6 +107,6 @@ def run_evaluation(peft_model, tokenizer, data, cfg, precision: str) -> tuple[di
                   "task": tuned["task"]["value"] - base["task"]["value"]},
         "rows": {"val_loss": len(val), "task": len(prompts)}, "max_new_tokens": ev.max_new_tokens,
     }
-    samples = [{"prompt": p, "reference": r, "base": b, "tuned": t}
-               for p, r, b, t in list(zip(prompts, references, base_answers, tuned_answers))[: ev.samples]]
-    return report, samples
+    answers = [{"prompt": p, "reference": r, "base": b, "tuned": t}
+               for p, r, b, t in zip(prompts, references, base_answers, tuned_answers)]
+    return report, answers

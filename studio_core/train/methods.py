@@ -45,8 +45,23 @@ def apply_method(model, cfg: MethodConfig, targets: list[str]):
 
     method = get_method(cfg.name)
     if method.loads_in_4bit:
+        keep_4bit_layers_trainable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return get_peft_model(model, method.build(cfg, targets))
+
+
+def keep_4bit_layers_trainable(model) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference during evaluation.
+
+    On CPUs with AVX-512 BF16, bitsandbytes (0.50) repacks a Linear4bit's weight at its first eval-mode forward
+    and never unpacks it for training: every later training forward then runs `gemv_4bit`, which has no autograd
+    kernel, and gradients flowing through the frozen 4-bit layers are silently wrong. Evaluation inside a training
+    run (the step-0 baseline, periodic evals) would trigger it, so the repacking is switched off for models we
+    train; tests/train/test_training.py checks that gradients after an evaluation equal those without one.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def count_parameters(model) -> tuple[int, int]:

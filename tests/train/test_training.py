@@ -8,6 +8,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +169,35 @@ def test_qlora_trains_a_step_on_cpu_and_merges_into_the_dequantized_base(tmp_pat
     assert [m["step"] for m in run.metrics() if "loss" in m] == [1, 2]
     merge = read(run, "merge.json")
     assert "de-quantized" in merge["into"] and merge["relative_error"] < 1e-4
+
+
+def test_qlora_gradients_after_an_evaluation_equal_those_without_one(tmp_path):
+    """bitsandbytes repacks 4-bit weights for CPU inference at the first eval forward; training must not see that."""
+    import torch
+
+    from studio_core.config import MethodConfig
+    from studio_core.models.resolve import load_model, resolve_model
+    from studio_core.train.methods import apply_method
+
+    resolved = resolve_model("tiny-random:llama", Path(os.environ["PEFT_STUDIO_MODEL_CACHE"]))
+    ids = torch.randint(3, 250, (2, 24), generator=torch.Generator().manual_seed(0))
+
+    def lora_grads(evaluate_first: bool):
+        torch.manual_seed(0)
+        model = apply_method(load_model(resolved, quantize_4bit=True, compute_dtype="bf16"),
+                             MethodConfig(name="qlora", r=4), ["q_proj", "v_proj", "down_proj"])
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.02)  # non-zero B, so gradients reach lora_A of lower layers too
+        if evaluate_first:
+            model.eval()
+            with torch.no_grad():
+                model(input_ids=ids)
+        model.train()
+        model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    reference, after_eval = lora_grads(False), lora_grads(True)
+    assert reference.keys() == after_eval.keys()
+    for name in reference:
+        torch.testing.assert_close(after_eval[name], reference[name], rtol=1e-3, atol=1e-6, msg=name)
