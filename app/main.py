@@ -1,17 +1,26 @@
-"""PEFT Studio entry point: `streamlit run app/main.py`.
+"""PEFT Studio: `streamlit run app/main.py`. The wizard's twelve steps in order, plus Runs and Hardware."""
 
-Until the wizard pages exist, the studio opens on its home (runs read from disk) and the hardware page.
-"""
-
+import sys
 from pathlib import Path
 
-import streamlit as st
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the pages import the shared UI pieces as `app.*`
+    sys.path.insert(0, str(ROOT))
 
-PAGES = Path(__file__).resolve().parent.parent / "pages"
+import streamlit as st  # noqa: E402
+
+from app.forms import sync_widgets  # noqa: E402
+from app.sidebar import render_sidebar  # noqa: E402
+from studio_core.workflow import STAGES  # noqa: E402
+
+PAGES = ROOT / "pages"
 
 st.set_page_config(page_title="PEFT Studio", layout="wide")
-navigation = st.navigation([
-    st.Page(str(PAGES / "home.py"), title="Studio home", default=True),
-    st.Page(str(PAGES / "hardware.py"), title="Hardware"),
-])
+steps = sorted(PAGES.glob("[0-9][0-9]_*.py"))
+navigation = st.navigation({
+    "Wizard": [st.Page(str(p), title=f"{int(p.name[:2])}. {STAGES[int(p.name[:2]) - 1].title}") for p in steps],
+    "Studio": [st.Page(str(PAGES / "runs.py"), title="Runs"), st.Page(str(PAGES / "hardware.py"), title="Hardware")],
+}, expanded=True)  # all twelve steps visible, no "view more"
+sync_widgets()
+render_sidebar()
 navigation.run()

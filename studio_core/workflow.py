@@ -144,16 +144,20 @@ class StageFailed(StudioError):
 
 def run(
     config: RunConfig, home: str | Path | None = None, *, resume: str | None = None,
-    cancel: threading.Event | None = None, on_event: EventSink | None = None,
+    cancel: threading.Event | None = None, on_event: EventSink | None = None, run_id: str | None = None,
 ) -> RunDir:
-    """Run every enabled stage of `config` in a new run dir (or resume run `resume`); returns the run dir."""
+    """Run every enabled stage of `config` in a new run dir (or resume run `resume`); returns the run dir.
+
+    `run_id` names the new run (the UI's job queue assigns it before the run starts); by default one is made.
+    """
     check_runnable(config)
     store = RunStore(home)
     if resume:
         run_dir = _take_over(store, resume)
     else:
-        run_dir = store.create(config.model_dump_json(indent=2) + "\n", new_run_id(config.name, config.simulate),
-                               [s.name for s in STAGES], config.simulate)
+        run_id = run_id or new_run_id(config.name, config.simulate)
+        run_dir = store.create(config.model_dump_json(indent=2) + "\n", run_id, [s.name for s in STAGES],
+                               config.simulate)
     ctx = RunContext(config, run_dir, store.home, cancel or threading.Event(), on_event)
     ctx.emit("run_started", "simulation run" if config.simulate else "run", resumed=bool(resume),
              simulated=config.simulate)

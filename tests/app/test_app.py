@@ -1,4 +1,4 @@
-"""The Streamlit studio: home lists the runs on disk, the hardware page shows the profile and backends."""
+"""The Streamlit studio: every wizard page, validation next to the field, the runs and hardware pages."""
 
 from __future__ import annotations
 
@@ -22,15 +22,59 @@ def _run(path: Path) -> AppTest:
     return at
 
 
-def test_home_renders_with_the_studio_home_and_no_runs(studio_env: Path) -> None:
+RUNS = ROOT / "pages" / "runs.py"
+STEP_PAGES = sorted((ROOT / "pages").glob("[0-9][0-9]_*.py"))
+SECTIONS = ["data", "model", "preflight", "method", "pruning", "training", "comm", "evaluation", "export", "compile",
+            "package", "signing"]
+
+
+def test_main_opens_on_step_one_with_the_sidebar(studio_env: Path) -> None:
     at = _run(MAIN)
-    assert [t.value for t in at.title] == ["PEFT Studio"]
-    assert any(str(studio_env) in c.value for c in at.caption)
-    assert [s.value for s in at.subheader] == ["Runs (0)"]
-    assert [i.value for i in at.info] == ["No runs yet."]
+    assert [t.value for t in at.title] == ["1. Data Resolve"]
+    assert at.sidebar.button(key="sidebar:start").disabled is False  # defaults are runnable
+    assert "peft-studio run" in at.sidebar.code[0].value
 
 
-def test_home_lists_a_run_created_in_the_studio_home(studio_env: Path) -> None:
+@pytest.mark.parametrize("page", STEP_PAGES, ids=[p.stem for p in STEP_PAGES])
+def test_every_step_page_shows_every_field_of_its_section(page: Path, studio_env: Path) -> None:
+    from studio_core.config import RunConfig
+
+    at = _run(MAIN)
+    at.switch_page(str(page)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    number = int(page.name[:2])
+    section = SECTIONS[number - 1]
+    keys = {w.key for kind in (at.text_input, at.number_input, at.selectbox, at.checkbox) for w in kind}
+    for name in RunConfig.model_fields[section].annotation.model_fields:
+        assert f"field:{section}.{name}" in keys, f"{section}.{name} has no widget on step {number}"
+    help_texts = {w.help for w in at.checkbox if w.key == f"field:{section}.enabled"}
+    assert help_texts and all(help_texts)  # the field's description is the widget's help
+
+
+@pytest.mark.parametrize("page,key,bad,message", [
+    ("01_data_resolve.py", "field:data.val_fraction", 1.5, "less than 1"),
+    ("01_data_resolve.py", "field:data.max_length", 4, "greater than or equal to 16"),
+    ("06_training_exec.py", "field:training.eval_steps", 100, "exceeds training.max_steps"),
+])
+def test_a_bad_value_shows_its_message_and_blocks_start(page: str, key: str, bad, message: str,
+                                                        studio_env: Path) -> None:
+    at = _run(MAIN)
+    at.switch_page(str(ROOT / "pages" / page)).run()
+    at.number_input(key=key).set_value(bad).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(message in e.value for e in at.main.error), [e.value for e in at.main.error]
+    assert at.sidebar.button(key="sidebar:start").disabled is True
+    assert any(key.removeprefix("field:") in e.value for e in at.sidebar.error)
+
+
+def test_unavailable_steps_are_labelled_and_disabled(studio_env: Path) -> None:
+    at = _run(MAIN)
+    at.switch_page(str(ROOT / "pages" / "05_pruning_init.py")).run()
+    assert any("Not available yet" in w.value for w in at.warning)
+    assert at.checkbox(key="field:pruning.enabled").disabled is True
+
+
+def test_runs_page_lists_a_run_created_in_the_studio_home(studio_env: Path) -> None:
     config = validate_config({
         "name": "app-test", "data": {"demo_rows": 100, "max_length": 256},
         "model": {"ref": "tiny-random:llama"}, "preflight": {"enabled": False},
@@ -39,15 +83,18 @@ def test_home_lists_a_run_created_in_the_studio_home(studio_env: Path) -> None:
     run = workflow.run(config)
     assert run.path.parent == studio_env / "runs"
 
-    at = _run(MAIN)
-    assert [s.value for s in at.subheader] == ["Runs (1)"]
-    assert not at.info
-    (table,) = at.dataframe
-    rows = table.value.to_dict("records")
+    at = _run(RUNS)
+    assert [s.value for s in at.subheader][0] == "Runs (1)"
+    rows = at.dataframe[0].value.to_dict("records")
     assert len(rows) == 1
     assert rows[0]["run"] == run.run_id
     assert rows[0]["state"] == "completed" and not rows[0]["simulated"]
     assert rows[0]["steps done"] == 2  # data and model resolve; pre-flight was disabled
+
+
+def test_runs_page_with_no_runs(studio_env: Path) -> None:
+    at = _run(RUNS)
+    assert [i.value for i in at.info] == ["No runs yet."]
 
 
 @pytest.mark.parametrize("via_navigation", [False, True], ids=["page-file", "navigation"])

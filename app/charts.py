@@ -1,0 +1,40 @@
+"""Plotly charts of a run's metrics.jsonl lines."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+
+def _series(metrics: list[dict], key: str) -> tuple[list, list]:
+    points = [(m["step"], m[key]) for m in metrics if m.get(key) is not None and "step" in m]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def loss_chart(runs: dict[str, list[dict]]) -> go.Figure:
+    """Training loss as lines and validation loss as marked points, one pair per run."""
+    figure = go.Figure()
+    for name, metrics in runs.items():
+        steps, loss = _series(metrics, "loss")
+        figure.add_trace(go.Scatter(x=steps, y=loss, mode="lines", name=f"{name} train"))
+        steps, val = _series(metrics, "val_loss")
+        figure.add_trace(go.Scatter(x=steps, y=val, mode="lines+markers", name=f"{name} validation",
+                                    marker={"size": 9, "symbol": "diamond"}))
+    figure.update_layout(title="Loss", xaxis_title="step", yaxis_title="loss", height=360,
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure
+
+
+def line_chart(metrics: list[dict], key: str, title: str) -> go.Figure:
+    steps, values = _series(metrics, key)
+    figure = go.Figure(go.Scatter(x=steps, y=values, mode="lines"))
+    figure.update_layout(title=title, xaxis_title="step", height=260, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure
+
+
+def histogram_chart(histogram: dict, title: str) -> go.Figure:
+    edges, counts = histogram.get("edges", []), histogram.get("counts", [])
+    labels = [f"{edges[i]}-{edges[i + 1] - 1}" for i in range(len(counts))]
+    figure = go.Figure(go.Bar(x=labels, y=counts))
+    figure.update_layout(title=title, xaxis_title="tokens", yaxis_title="rows", height=300,
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure

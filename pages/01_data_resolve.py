@@ -1,0 +1,49 @@
+"""Step 1, Data Resolve: the data section, an upload, and a preview of what the engine will train on."""
+
+import streamlit as st
+
+from app.charts import histogram_chart
+from app.session import config_data, validated_config
+from app.steps import step_page
+from studio_core.errors import StudioError
+from studio_core.runs import studio_home
+from studio_core.uploads import save_upload
+
+step_page(1)
+
+upload = st.file_uploader("Upload a data file", type=["jsonl", "json", "csv", "parquet"], key="data:upload")
+if upload is not None and st.button("Use this file", key="data:use-upload"):
+    try:
+        path = save_upload(studio_home(), upload.name, upload.getvalue())
+        config_data()["data"]["path"] = str(path)
+        st.session_state.pop("field:data.path", None)
+        st.success(f"Saved as {path}; data.path now points at it.")
+    except StudioError as e:
+        st.error(str(e))
+
+st.subheader("Preview")
+if st.button("Resolve and preview the data", key="data:preview"):
+    config = validated_config()
+    if config is None:
+        st.error("Fix the settings marked above first.")
+    else:
+        from app.previews import preview_data
+
+        with st.spinner("Validating every row and tokenizing with the model's chat template..."):
+            try:
+                st.session_state["data:report"] = preview_data(config)
+            except StudioError as e:
+                st.error(str(e))
+report = st.session_state.get("data:report")
+if report:
+    source = report["sources"][0]
+    st.write(f"Schema **{source['row_schema']}**, {source['rows_valid']} valid rows, {source['rows_bad']} bad; "
+             f"{report['rows']['train']} train / {report['rows']['val']} validation after removing "
+             f"{report['duplicates_removed']} duplicates. Digest `{report['sha256'][:16]}`.")
+    if source["bad_rows"]:
+        st.dataframe(source["bad_rows"], hide_index=True)
+    for row in report["preview"]:
+        with st.container(border=True):
+            for message in row:
+                st.markdown(f"**{message['role']}**: {message['content']}")
+    st.plotly_chart(histogram_chart(report["tokens"]["train"]["histogram"], "Token lengths (train)"))

@@ -1,0 +1,5 @@
+"""Step 4, Training Init: its settings (see app/steps.py for what it does)."""
+
+from app.steps import step_page
+
+step_page(4)

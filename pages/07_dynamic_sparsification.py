@@ -1,0 +1,5 @@
+"""Step 7, Dynamic Sparsification: its settings (see app/steps.py for what it does)."""
+
+from app.steps import step_page
+
+step_page(7)

@@ -1,0 +1,5 @@
+"""Step 10, Compile: its settings (see app/steps.py for what it does)."""
+
+from app.steps import step_page
+
+step_page(10)

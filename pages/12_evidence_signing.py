@@ -1,0 +1,5 @@
+"""Step 12, Evidence Signing: its settings (see app/steps.py for what it does)."""
+
+from app.steps import step_page
+
+step_page(12)
