@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -48,6 +49,29 @@ def build_parser() -> argparse.ArgumentParser:
     hardware = sub.add_parser("hardware", help="Show the hardware profile.")
     hardware.add_argument("--json", action="store_true", help="Print JSON.")
     hardware.add_argument("--home", help=home_help)
+    keys = sub.add_parser("keys", help="Signing keys (Ed25519 + ML-DSA-65) in the studio home.")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_sub.add_parser("generate", help="Create a key pair (private files 0600).")
+    generate.add_argument("--passphrase-env", metavar="VAR",
+                          help="Encrypt the private keys with the passphrase in this environment variable.")
+    keys_sub.add_parser("list", help="List the keys.")
+    export = keys_sub.add_parser("export", help="Print (or write) the public keys as PEM.")
+    export.add_argument("--key-id", help="Key id or unique prefix (default: the only key).")
+    export.add_argument("--out", help="Write to this file instead of stdout.")
+    for p in (keys, generate, keys_sub.choices["list"], export):
+        p.add_argument("--home", help=home_help)
+
+    verify = sub.add_parser("verify", help="Verify a package: every file digest and both signatures.")
+    verify.add_argument("package", help="A package folder (or a run dir, meaning its artifacts/package).")
+    verify.add_argument("--public-key", help="PEM file of the signer's public keys (default: the home's keys).")
+    verify.add_argument("--home", help=home_help)
+
+    promote = sub.add_parser("promote", help="Judge a package by a policy; record it in a channel if all pass.")
+    promote.add_argument("package", help="A package folder (or a run dir, meaning its artifacts/package).")
+    promote.add_argument("--policy", required=True, help="Policy JSON file.")
+    promote.add_argument("--channel", default="stable", help="Registry channel (default: stable).")
+    promote.add_argument("--public-key", help="PEM file of trusted public keys (default: the home's keys).")
+    promote.add_argument("--home", help=home_help)
     return parser
 
 
@@ -172,7 +196,76 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
 
 
-COMMANDS = {"run": cmd_run, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware}
+def cmd_keys(args: argparse.Namespace) -> int:
+    import os
+
+    from studio_core.package import export_public_keys, generate_keys, list_keys
+
+    if args.keys_command == "generate":
+        passphrase = None
+        if args.passphrase_env:
+            passphrase = os.environ.get(args.passphrase_env)
+            if not passphrase:
+                raise InputError(f"--passphrase-env {args.passphrase_env}: that environment variable is empty")
+        info = generate_keys(args.home, passphrase)
+        err.print(f"created key {info.key_id} in {escape(str(info.path))}" + (" (encrypted)" if info.encrypted else ""))
+        print(info.key_id)
+    elif args.keys_command == "list":
+        for info in list_keys(args.home):
+            print(f"{info.key_id}  {info.created}  {'encrypted' if info.encrypted else 'plain'}")
+    else:
+        pem = export_public_keys(args.home, args.key_id, Path(args.out) if args.out else None)
+        if not args.out:
+            sys.stdout.write(pem.decode("ascii"))
+    return 0
+
+
+def _package_dir(path: str) -> Path:
+    folder = Path(path)
+    if (folder / "artifacts" / "package" / "manifest.json").is_file():
+        return folder / "artifacts" / "package"
+    if not (folder / "manifest.json").is_file():
+        raise InputError(f"{folder}: no package here (no manifest.json); give a package folder or a run dir")
+    return folder
+
+
+def _trusted_keys(args: argparse.Namespace):
+    from studio_core.package import load_public_keys
+    from studio_core.runs import studio_home
+
+    return load_public_keys(Path(args.public_key) if args.public_key else studio_home(args.home))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from studio_core.package import verify_package
+
+    report = verify_package(_package_dir(args.package), _trusted_keys(args))
+    if report.ok:
+        print(f"verified: {report.subject_digest} signed by {report.key_id} (Ed25519 + ML-DSA-65)")
+        return 0
+    for reason in report.reasons:
+        err.print(f"[red]FAIL[/] {escape(reason)}")
+    return 1
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from studio_core.package import promote
+
+    result = promote(_package_dir(args.package), Path(args.policy), args.channel, args.home,
+                     public_keys=_trusted_keys(args) if args.public_key else None)
+    for rule in result.rules:
+        mark = "[green]pass[/]" if rule.passed else "[red]FAIL[/]"
+        err.print(f"{mark} {rule.name}: {escape(rule.detail)}")
+    err.print(f"verification summary: {escape(str(result.summary_path))}")
+    if not result.passed:
+        _error(result.refusal())
+        return 1
+    print(f"promoted to {args.channel}: {result.registry_path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
+            "verify": cmd_verify, "promote": cmd_promote}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -148,26 +148,77 @@ class EvaluationConfig(Section):
     )
     max_new_tokens: int = Field(48, ge=1, le=4096, description="Longest generated answer, in tokens.")
     samples: int = Field(5, ge=0, description="Held-out prompts saved with base and tuned answers side by side.")
+    test_path: str | None = Field(
+        None, description="Optional separate test file (same formats and row schemas as data.path), measured "
+        "like the validation split: loss, perplexity and the generation metrics.",
+    )
+    prompts: list[str] = Field(
+        default_factory=list, description="Your own prompts, answered by base and tuned side by side in the samples.",
+    )
+    metrics: list[Literal["exact_match", "token_f1", "rouge_l"]] = Field(
+        default_factory=lambda: ["exact_match", "token_f1", "rouge_l"],
+        description="Generation metrics computed on the held-out answers (verdict accuracy is added on the demo data).",
+    )
 
 
 class ExportConfig(Section):
     enabled: bool = _stage_section("step 9, Export ONNX")
+    opset: int = Field(18, ge=18, le=23, description="ONNX opset version of the exported graph.")
+    parity_tolerance: float = Field(
+        1e-4, gt=0, le=1e-2, description="Largest relative logit error allowed between ONNX Runtime and PyTorch (fp32).",
+    )
+    parity_shapes: list[tuple[int, int]] = Field(
+        default_factory=lambda: [(1, 8), (2, 17), (3, 33)],
+        description="(batch, sequence) shapes of the random token batches the parity check runs; sequence >= 2.",
+    )
 
 
 class CompileConfig(Section):
     enabled: bool = _stage_section("step 10, Compile (TensorRT on a GPU, else ONNX Runtime)")
+    backend: Literal["auto", "tensorrt", "onnxruntime"] = Field(
+        "auto", description="'auto': TensorRT where it and a CUDA GPU are present, else ONNX Runtime.",
+    )
+    precision: Literal["fp16", "bf16", "fp32"] = Field(
+        "fp16", description="TensorRT engine precision (ONNX Runtime on CPU stays fp32, or int8 weights with int8).",
+    )
+    int8: bool = Field(
+        False, description="ONNX Runtime: int8 dynamic quantization of the linear weights, accuracy cost measured.",
+    )
+    batch_range: tuple[int, int, int] = Field(
+        (1, 1, 8), description="TensorRT optimization profile for the batch size: (min, optimal, max).",
+    )
+    sequence_range: tuple[int, int, int] = Field(
+        (2, 128, 512), description="TensorRT optimization profile for the sequence length: (min, optimal, max).",
+    )
 
 
 class PackageConfig(Section):
     enabled: bool = _stage_section("step 11, TGSP Packing")
+    archive: bool = Field(
+        False, description="Also write the package as one deterministic archive, artifacts/package.tar.gz."
+    )
 
 
 class SigningConfig(Section):
     enabled: bool = _stage_section("step 12, Evidence Signing")
+    key_id: str | None = Field(
+        None,
+        description="Id (or unique prefix) of the key in <home>/keys to sign with; empty uses the only key there "
+        "(create one with `peft-studio keys generate`).",
+    )
+    passphrase_env: str = Field(
+        "PEFT_STUDIO_KEY_PASSPHRASE",
+        description="Name of the environment variable holding the key's passphrase, if the key is encrypted; "
+        "the passphrase itself is never stored in the config.",
+    )
 
 
 class PolicyConfig(Section):
     enabled: bool = _stage_section("the promotion policy gate after signing")
+    path: str | None = Field(
+        None, description="Policy JSON file (rules such as require_signature, max_val_loss, max_epsilon)."
+    )
+    channel: str = Field("stable", description="Registry channel the package is promoted to when every rule passes.")
 
 
 class RunConfig(Section):
@@ -220,6 +271,10 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem("signing.enabled", "signing needs a package; set package.enabled=true"))
     if config.policy.enabled and not config.signing.enabled:
         problems.append(Problem("policy.enabled", "the policy gate needs signing; set signing.enabled=true"))
+    if config.policy.enabled and not config.policy.path:
+        problems.append(Problem("policy.path", "the policy gate needs a policy file; set policy.path"))
+    if config.package.enabled and not config.training.enabled:
+        problems.append(Problem("package.enabled", "a package ships a trained adapter; set training.enabled=true"))
     if config.training.eval_steps > config.training.max_steps and config.training.enabled:
         problems.append(Problem(
             "training.eval_steps",

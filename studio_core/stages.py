@@ -257,3 +257,40 @@ def evaluation(ctx: RunContext) -> None:
     b, t = report["base"], report["tuned"]
     ctx.emit("evaluated", f"val loss {b['val_loss']:.4f} -> {t['val_loss']:.4f}; {report['task_metric']} "
                           f"{b['task']['value']:.3f} -> {t['task']['value']:.3f}", **report)
+
+
+def tgsp_packing(ctx: RunContext) -> None:
+    """Step 11: the package (payload, evidence, optimization profile, manifest), optionally one archive too."""
+    from studio_core.package import build_package, export_archive
+
+    package = build_package(ctx.run.path)
+    message = f"package at {package.relative_to(ctx.run.path)}"
+    if ctx.config.package.archive:
+        archive = export_archive(package, ctx.run.artifacts / "package.tar.gz")
+        message += f", archive {archive.name}"
+    ctx.emit("packaged", message)
+
+
+def evidence_signing(ctx: RunContext) -> None:
+    """Step 12: sign the manifest (Ed25519 + ML-DSA-65), verify it back, then the policy gate if enabled."""
+    import os
+
+    from studio_core.errors import StudioError
+    from studio_core.package import load_private_keys, load_public_keys, promote, sign_package, verify_package
+    from studio_core.package.policy import PolicyRefused
+
+    cfg = ctx.config
+    package = ctx.run.artifacts / "package"
+    keys = load_private_keys(ctx.home, cfg.signing.key_id, os.environ.get(cfg.signing.passphrase_env) or None)
+    sign_package(package, keys)
+    report = verify_package(package, load_public_keys(ctx.home))
+    ctx.write_artifact("signing.json", report.to_dict())
+    if not report.ok:
+        raise StudioError("the package does not verify right after signing: " + "; ".join(report.reasons))
+    ctx.emit("signed", f"signed with key {keys.key_id[:12]} (Ed25519 + ML-DSA-65); verified")
+    if cfg.policy.enabled:
+        result = promote(package, Path(cfg.policy.path), cfg.policy.channel, ctx.home)
+        ctx.write_artifact("policy.json", result.to_dict())
+        if not result.passed:
+            raise PolicyRefused(result)
+        ctx.emit("promoted", f"promoted to channel {cfg.policy.channel}")

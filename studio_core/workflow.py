@@ -79,8 +79,10 @@ def _stages() -> list[Stage]:
     from studio_core.stages import (
         data_resolve,
         evaluation,
+        evidence_signing,
         model_resolve,
         preflight_check,
+        tgsp_packing,
         training_exec,
         training_init,
     )
@@ -96,14 +98,14 @@ def _stages() -> list[Stage]:
         Stage(8, "evaluation", "Evaluation", "evaluation", evaluation),
         Stage(9, "export_onnx", "Export ONNX", "export", None),
         Stage(10, "compile", "Compile", "compile", None),
-        Stage(11, "tgsp_packing", "TGSP Packing", "package", None),
-        Stage(12, "evidence_signing", "Evidence Signing", "signing", None),
+        Stage(11, "tgsp_packing", "TGSP Packing", "package", tgsp_packing),
+        Stage(12, "evidence_signing", "Evidence Signing", "signing", evidence_signing),
     ]
 
 
 STAGES: list[Stage] = _stages()
 # Features that live inside a stage rather than being one, not available yet either.
-UNAVAILABLE_FEATURES = {"privacy": "differential privacy", "policy": "the promotion policy gate"}
+UNAVAILABLE_FEATURES = {"privacy": "differential privacy"}
 
 
 def is_enabled(stage: Stage, config: RunConfig) -> bool:
