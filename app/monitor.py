@@ -68,8 +68,8 @@ def _progress(events: list[dict]) -> None:
 
 def _controls(run, status: dict, key: str) -> None:
     state = status["state"]
-    if state == "running" and JOBS.job(run.run_id) and st.button("Cancel", key=f"{key}-cancel", help="Stops at the next step boundary, "
-                                        "keeping a checkpoint to resume from."):
+    cancel_help = "Stops at the next step boundary, keeping a checkpoint to resume from."
+    if state == "running" and JOBS.job(run.run_id) and st.button("Cancel", key=f"{key}-cancel", help=cancel_help):
         JOBS.cancel(run.run_id)
     if state in ("interrupted", "cancelled") and st.button("Resume", key=f"{key}-resume"):
         JOBS.submit(validate_config(run.config_data()), resume=run.run_id)

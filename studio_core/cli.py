@@ -122,6 +122,7 @@ def _resume_config(args: argparse.Namespace):
 
 
 QUIET_EVENTS = ("data_resolved", "model_resolved", "preflight_go", "training_initialised", "resumed", "merged",
+                "exported", "compiled", "packaged", "signed", "promoted",
                 "evaluated", "simulation")
 
 

@@ -267,6 +267,10 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem("evaluation.enabled", "compares base and tuned, so it needs training.enabled=true"))
     if config.training.enabled and not (config.data.enabled and config.model.enabled):
         problems.append(Problem("training.enabled", "training needs data.enabled and model.enabled"))
+    if config.export.enabled and not config.training.enabled:
+        problems.append(Problem("export.enabled", "exports the merged model, so it needs training.enabled=true"))
+    if config.compile.enabled and not config.export.enabled:
+        problems.append(Problem("compile.enabled", "compiles the ONNX export; set export.enabled=true"))
     if config.signing.enabled and not config.package.enabled:
         problems.append(Problem("signing.enabled", "signing needs a package; set package.enabled=true"))
     if config.policy.enabled and not config.signing.enabled:

@@ -248,11 +248,12 @@ def evaluation(ctx: RunContext) -> None:
 
     cfg = ctx.config
     report, answers = run_evaluation(ctx.outputs["peft_model"], tokenizer(ctx), ctx.outputs["data"], cfg,
-                                     ctx.outputs["precision"])
+                                     ctx.outputs["precision"], metrics=ctx.run.metrics())
     report["simulated"] = ctx.simulated
     ctx.write_artifact("eval/metrics.json", report)
     out = ctx.artifact_dir("eval")
-    atomic_write_jsonl(out / "samples.jsonl", answers[: cfg.evaluation.samples])
+    # The user's own prompts come first in `answers`, then held-out rows: samples keep all the former.
+    atomic_write_jsonl(out / "samples.jsonl", answers[: cfg.evaluation.samples + len(cfg.evaluation.prompts)])
     atomic_write_jsonl(out / "answers.jsonl", answers)
     b, t = report["base"], report["tuned"]
     ctx.emit("evaluated", f"val loss {b['val_loss']:.4f} -> {t['val_loss']:.4f}; {report['task_metric']} "
@@ -294,3 +295,39 @@ def evidence_signing(ctx: RunContext) -> None:
         if not result.passed:
             raise PolicyRefused(result)
         ctx.emit("promoted", f"promoted to channel {cfg.policy.channel}")
+
+
+def export_onnx(ctx: RunContext) -> None:
+    """Step 9: the merged model to ONNX (dynamo, external data), then ONNX Runtime against PyTorch."""
+    from studio_core.errors import StudioError
+    from studio_core.export.onnx import check_parity
+    from studio_core.export.onnx import export_onnx as export
+
+    cfg, merged = ctx.config.export, ctx.run.artifacts / "merged"
+    if not (merged / "config.json").is_file():
+        raise StudioError("no merged model in artifacts/merged: the method's adapter cannot be merged, so there is "
+                          "nothing to export; disable export")
+    out = ctx.artifact_dir("onnx")
+    report = export(merged, out, cfg.opset)
+    try:
+        parity = check_parity(merged, out / report["onnx_file"], [tuple(s) for s in cfg.parity_shapes],
+                              tolerance=cfg.parity_tolerance)
+    except StudioError as e:
+        ctx.write_artifact("onnx/export.json", {**report, "parity": getattr(e, "report", None)})
+        raise
+    ctx.write_artifact("onnx/export.json", {**report, "parity": parity,
+                                            "max_relative_error": parity["max_relative_error"]})
+    ctx.emit("exported", f"ONNX opset {report['opset']}, {report['size_bytes'] / 2**20:.0f} MiB; ONNX Runtime vs "
+                         f"PyTorch max relative error {parity['max_relative_error']:.2e}")
+
+
+def compile_engine(ctx: RunContext) -> None:
+    """Step 10: TensorRT where it and a GPU are usable, else an ONNX Runtime optimized model; says which."""
+    from studio_core.export.compile import compile_model
+
+    cfg = ctx.config.compile
+    report = compile_model(ctx.run.artifacts / "onnx", ctx.artifact_dir("engine"), cfg.backend, cfg.int8,
+                           cfg.precision, tuple(cfg.batch_range), tuple(cfg.sequence_range))
+    ctx.write_artifact("engine/compile.json", report)
+    why = f" ({report['tensorrt_not_used']})" if report.get("tensorrt_not_used") else ""
+    ctx.emit("compiled", f"built {report['engine']}{why}")

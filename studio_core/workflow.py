@@ -77,9 +77,11 @@ class Stage:
 
 def _stages() -> list[Stage]:
     from studio_core.stages import (
+        compile_engine,
         data_resolve,
         evaluation,
         evidence_signing,
+        export_onnx,
         model_resolve,
         preflight_check,
         tgsp_packing,
@@ -96,8 +98,8 @@ def _stages() -> list[Stage]:
         Stage(6, "training_exec", "Training Exec", "training", training_exec),
         Stage(7, "dynamic_sparsification", "Dynamic Sparsification", "comm", None),
         Stage(8, "evaluation", "Evaluation", "evaluation", evaluation),
-        Stage(9, "export_onnx", "Export ONNX", "export", None),
-        Stage(10, "compile", "Compile", "compile", None),
+        Stage(9, "export_onnx", "Export ONNX", "export", export_onnx),
+        Stage(10, "compile", "Compile", "compile", compile_engine),
         Stage(11, "tgsp_packing", "TGSP Packing", "package", tgsp_packing),
         Stage(12, "evidence_signing", "Evidence Signing", "signing", evidence_signing),
     ]

@@ -1,16 +1,23 @@
-"""Validation loss / perplexity, greedy generation, and the task metric, for base and tuned.
+"""Step 8, Evaluation: loss, perplexity and generation metrics for base and tuned, with the difference.
 
-"Base" is the same PEFT model with its adapter truly disabled (`disable_adapter()`), so the comparison
-differs only by the adapter.
+Measured on the validation split and, when `evaluation.test_path` is set, on a separate test file: loss and
+perplexity over the supervised tokens, then greedy answers scored by exact match, token F1 and ROUGE-L
+(`metrics.py`), plus verdict accuracy on the legal-audit demo. "Base" is the same PEFT model with its adapter
+truly disabled (`disable_adapter()`), so the comparison differs only by the adapter. The side-by-side samples
+are the user's own prompts (`evaluation.prompts`) first, then held-out rows; the overfitting verdict reads the
+training curves (`curves.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from studio_core.data.demo import DEMO_REF_PREFIX, parse_verdict, verdict_accuracy
+from studio_core.evaluate.curves import overfitting_verdict
+from studio_core.evaluate.metrics import exact_match, generation_metrics
 from studio_core.train.batching import collate
 
 
@@ -68,45 +75,123 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
 
 
 def task_metric(data_path: str, predictions: list[str], references: list[str]) -> dict[str, Any]:
-    """Verdict accuracy on the legal-audit demo; exact match (whitespace-normalised) on any other data."""
+    """Verdict accuracy on the legal-audit demo; exact match (normalised, see metrics.py) on any other data."""
     if data_path == f"{DEMO_REF_PREFIX}legal-audit":
         parsed = sum(parse_verdict(p) is not None for p in predictions)
         return {"name": "verdict_accuracy", "value": verdict_accuracy(predictions, references),
                 "parsed_fraction": parsed / max(1, len(predictions))}
-    matches = sum(" ".join(p.split()) == " ".join(r.split()) for p, r in zip(predictions, references))
+    matches = sum(exact_match(p, r) for p, r in zip(predictions, references))
     return {"name": "exact_match", "value": matches / max(1, len(predictions))}
 
 
-def run_evaluation(peft_model, tokenizer, data, cfg, precision: str) -> tuple[dict[str, Any], list[dict]]:
-    """Base (adapter disabled) and tuned: validation loss/perplexity and the task metric.
+@dataclass
+class EvalSplit:
+    """Rows to measure: tokenized examples for the loss, prompts and references for the generation metrics."""
 
-    Returns the report and every task row's prompt, reference and both answers (the first `samples` of them are
-    the side-by-side samples).
-    """
+    name: str
+    tokens: list
+    prompts: list[list[dict]]
+    references: list[str]
+
+
+def make_split(name: str, rows: list[list[dict]], tokens: list, max_rows: int, task_rows: int) -> EvalSplit:
+    prompts, references = zip(*(prompt_and_reference(c) for c in rows[:task_rows])) if rows else ((), ())
+    return EvalSplit(name, tokens[:max_rows], list(prompts), list(references))
+
+
+def load_test_split(cfg, tokenizer) -> EvalSplit:
+    """`evaluation.test_path` read and tokenized as the data step reads and tokenizes `data.path`."""
+    from studio_core.data.load import load_conversations
+    from studio_core.data.tokenize import tokenize_conversation
+
+    data_cfg, ev = cfg.data, cfg.evaluation
+    loaded = load_conversations(ev.test_path, "auto", data_cfg.row_schema, data_cfg.columns, data_cfg.on_bad_rows)
+    rows = loaded.rows[: max(ev.max_rows, ev.task_rows)]
+    tokens = [tokenize_conversation(tokenizer, r, data_cfg.max_length) for r in rows[: ev.max_rows]]
+    return make_split("test", rows, tokens, ev.max_rows, ev.task_rows)
+
+
+def measure_split(model, tokenizer, split: EvalSplit, cfg, precision: str) -> tuple[dict[str, Any], list[str]]:
+    """Loss, perplexity, task metric and generation metrics on one split, plus the answers."""
     from studio_core.train.precision import autocast
 
+    device = next(model.parameters()).device.type
+    loss = validation_loss(model, split.tokens, tokenizer.pad_token_id, cfg.training.per_device_batch_size,
+                           lambda: autocast(precision, device))
+    with autocast(precision, device):
+        answers = generate(model, tokenizer, split.prompts, cfg.evaluation.max_new_tokens)
+    return {"loss": loss, "ppl": perplexity(loss), "task": task_metric(cfg.data.path, answers, split.references),
+            "generation": generation_metrics(answers, split.references, cfg.evaluation.metrics)}, answers
+
+
+def measure_model(model, tokenizer, splits: list[EvalSplit], user_prompts: list, cfg, precision: str):
+    """Every split measured, and the user's prompts answered: (figures per split, answers per split)."""
+    from studio_core.train.precision import autocast
+
+    figures, answers = {}, {}
+    for split in splits:
+        figures[split.name], answers[split.name] = measure_split(model, tokenizer, split, cfg, precision)
+    with autocast(precision, next(model.parameters()).device.type):
+        answers["prompts"] = generate(model, tokenizer, user_prompts, cfg.evaluation.max_new_tokens)
+    return figures, answers
+
+
+def _side(figures: dict[str, dict]) -> dict[str, Any]:
+    """One model's report: the validation figures at top level (as the first version had them), test nested."""
+    val = figures["val"]
+    side = {"val_loss": val["loss"], "val_ppl": val["ppl"], "task": val["task"], "generation": val["generation"]}
+    if "test" in figures:
+        side["test"] = figures["test"]
+    return side
+
+
+def _delta(base: dict[str, Any], tuned: dict[str, Any]) -> dict[str, Any]:
+    """Tuned minus base on one split: loss, task metric and each generation metric."""
+    return {"loss": tuned["loss"] - base["loss"], "task": tuned["task"]["value"] - base["task"]["value"],
+            "generation": {k: tuned["generation"][k] - v for k, v in base["generation"].items()}}
+
+
+def _row_counts(splits: list[EvalSplit], prompts: int) -> dict[str, Any]:
+    """Rows per split, plus the first version's top-level val_loss/task counts (the stage's message reads them)."""
+    counts: dict[str, Any] = {s.name: {"loss": len(s.tokens), "task": len(s.prompts)} for s in splits}
+    return {"val_loss": counts["val"]["loss"], "task": counts["val"]["task"], "prompts": prompts, **counts}
+
+
+def _answer_rows(splits, user_prompts, base_answers, tuned_answers) -> list[dict]:
+    """User prompts first (they are always among the saved samples), then each split's held-out rows."""
+    rows = [{"split": "prompts", "prompt": p, "reference": None, "base": b, "tuned": t}
+            for p, b, t in zip(user_prompts, base_answers["prompts"], tuned_answers["prompts"])]
+    for split in splits:
+        rows += [{"split": split.name, "prompt": p, "reference": r, "base": b, "tuned": t} for p, r, b, t in
+                 zip(split.prompts, split.references, base_answers[split.name], tuned_answers[split.name])]
+    return rows
+
+
+def run_evaluation(peft_model, tokenizer, data, cfg, precision: str,
+                   metrics: list[dict] | None = None) -> tuple[dict[str, Any], list[dict]]:
+    """Base (adapter disabled) and tuned on the validation split and the optional test file, with the difference.
+
+    `metrics` are the run's metrics.jsonl records; when given, the report carries the overfitting verdict.
+    Returns the report and every answered row (user prompts first, then held-out rows with their reference):
+    the first `evaluation.samples` of them are the side-by-side samples.
+    """
     ev = cfg.evaluation
-    device = next(peft_model.parameters()).device.type
-    val = data.val_tokens[: ev.max_rows]
-    prompts, references = zip(*(prompt_and_reference(c) for c in data.val[: ev.task_rows]))
-
-    def measure() -> tuple[dict[str, Any], list[str]]:
-        loss = validation_loss(peft_model, val, tokenizer.pad_token_id, cfg.training.per_device_batch_size,
-                               lambda: autocast(precision, device))
-        with autocast(precision, device):
-            answers = generate(peft_model, tokenizer, list(prompts), ev.max_new_tokens)
-        return {"val_loss": loss, "val_ppl": perplexity(loss),
-                "task": task_metric(cfg.data.path, answers, list(references))}, answers
-
+    splits = [make_split("val", data.val, data.val_tokens, ev.max_rows, ev.task_rows)]
+    if ev.test_path:
+        splits.append(load_test_split(cfg, tokenizer))
+    user_prompts = [[{"role": "user", "content": p}] for p in ev.prompts]
     with peft_model.disable_adapter():
-        base, base_answers = measure()
-    tuned, tuned_answers = measure()
+        base, base_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision)
+    tuned, tuned_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision)
+    val_delta = _delta(base["val"], tuned["val"])
+    delta = {"val_loss": val_delta.pop("loss"), **val_delta}
+    if ev.test_path:
+        delta["test"] = _delta(base["test"], tuned["test"])
     report = {
-        "base": base, "tuned": tuned, "task_metric": tuned["task"]["name"],
-        "delta": {"val_loss": tuned["val_loss"] - base["val_loss"],
-                  "task": tuned["task"]["value"] - base["task"]["value"]},
-        "rows": {"val_loss": len(val), "task": len(prompts)}, "max_new_tokens": ev.max_new_tokens,
+        "base": _side(base), "tuned": _side(tuned), "delta": delta, "task_metric": tuned["val"]["task"]["name"],
+        "generation_metrics": list(ev.metrics), "test_path": ev.test_path, "max_new_tokens": ev.max_new_tokens,
+        "rows": _row_counts(splits, len(ev.prompts)),
     }
-    answers = [{"prompt": p, "reference": r, "base": b, "tuned": t}
-               for p, r, b, t in zip(prompts, references, base_answers, tuned_answers)]
-    return report, answers
+    if metrics is not None:
+        report["overfitting"] = overfitting_verdict(metrics)
+    return report, _answer_rows(splits, ev.prompts, base_answers, tuned_answers)

@@ -1,0 +1,79 @@
+"""Compile on a CPU machine: the ONNX Runtime fallback, the engine name it really built, int8's measured cost."""
+
+import subprocess
+import sys
+import textwrap
+
+import onnxruntime
+import pytest
+
+from studio_core.catalog import is_tensorrt_available
+from studio_core.errors import ConfigError, MissingBackendError
+from studio_core.export.compile import CompileError, _two_four, compile_model
+from studio_core.export.onnx import export_onnx
+from studio_core.models.resolve import resolve_model
+
+pytestmark = pytest.mark.skipif(is_tensorrt_available(), reason="tests the fallback, on a machine without TensorRT")
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(model_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    export_onnx(resolve_model("tiny-random:llama", model_cache).path, out)
+    return out
+
+
+def test_fallback_builds_an_onnxruntime_optimized_model_and_says_why_not_tensorrt(onnx_dir, tmp_path):
+    report = compile_model(onnx_dir, tmp_path / "engine", backend="auto")
+    assert report["engine"] == f"onnxruntime-{onnxruntime.__version__}-cpu"
+    assert "tensorrt not installed" in report["tensorrt_not_used"] and "no CUDA GPU" in report["tensorrt_not_used"]
+    assert (tmp_path / "engine" / "model.onnx").is_file() and (tmp_path / "engine" / "model.onnx.data").is_file()
+    assert report["accuracy"]["optimized_vs_onnx"]["relative_error"] < 1e-5
+    assert report["accuracy"]["optimized_vs_onnx"]["top1_agreement"] == 1.0
+
+
+def test_optimized_model_runs_in_a_fresh_plain_onnxruntime_process(onnx_dir, tmp_path):
+    compile_model(onnx_dir, tmp_path / "engine", backend="onnxruntime")
+    script = textwrap.dedent("""
+        import sys, numpy as np, onnxruntime as ort
+        ids = np.arange(20, dtype=np.int64).reshape(2, 10)
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        a = ort.InferenceSession(sys.argv[1]).run(["logits"], feed)[0]
+        b = ort.InferenceSession(sys.argv[2]).run(["logits"], feed)[0]
+        print(float(np.abs(a - b).max() / np.abs(a).max()))
+    """)
+    done = subprocess.run([sys.executable, "-c", script, str(onnx_dir / "model.onnx"),
+                           str(tmp_path / "engine" / "model.onnx")], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 1e-4
+
+
+def test_int8_reports_its_accuracy_cost(onnx_dir, tmp_path):
+    report = compile_model(onnx_dir, tmp_path / "engine", int8=True)
+    cost = report["accuracy"]["int8_vs_onnx"]
+    assert report["engine_file"] == "model.int8.onnx" and "int8" in report["precision"]
+    assert 0 < cost["relative_error"] < 0.2 and 0.5 < cost["top1_agreement"] <= 1.0
+    assert report["files"]["model.int8.onnx.data"] < report["files"]["model.onnx.data"] / 2
+
+
+def test_asking_for_tensorrt_without_it_says_how_to_install(onnx_dir, tmp_path):
+    with pytest.raises(MissingBackendError, match=r"pip install 'peft-studio\[tensorrt\]'"):
+        compile_model(onnx_dir, tmp_path / "engine", backend="tensorrt")
+
+
+def test_missing_onnx_says_to_run_the_export(tmp_path):
+    with pytest.raises(CompileError, match="run step 9"):
+        compile_model(tmp_path, tmp_path / "engine")
+
+
+def test_two_four_detection():
+    import numpy as np
+
+    dense = np.ones((8, 8), dtype=np.float32)
+    sparse = dense * np.tile([1, 0, 1, 0], (8, 2))
+    assert _two_four(sparse) and not _two_four(dense)
+
+
+def test_unordered_profile_ranges_name_the_field(onnx_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"compile\.sequence_range: \[1, 8, 4\] must be \(min, optimal, max\)"):
+        compile_model(onnx_dir, tmp_path / "engine", sequence_range=(1, 8, 4))
