@@ -34,6 +34,7 @@ def _start_button() -> None:
         st.session_state[RUN_KEY] = job.run_id
 
 
+@st.fragment(run_every=2.0)
 def _current_job() -> None:
     run_id = st.session_state.get(RUN_KEY)
     if not run_id:

@@ -1,4 +1,4 @@
-"""Step 6, Training Exec: its settings, and the live view of the session's current run."""
+"""Step 6, Training Exec: the live view of the session's current run first, then the step's settings."""
 
 import streamlit as st
 
@@ -6,10 +6,10 @@ from app.monitor import render_run
 from app.session import RUN_KEY
 from app.steps import step_page
 
-step_page(6)
-st.divider()
 run_id = st.session_state.get(RUN_KEY)
 if run_id:
     render_run(run_id, key="training")
-else:
-    st.info("Start a run from the sidebar; its loss curves appear here as it trains.")
+    st.divider()
+step_page(6)
+if not run_id:
+    st.info("Start a run from the sidebar; its loss curves appear at the top of this page as it trains.")

@@ -7,6 +7,7 @@ Screenshots go to $PEFT_STUDIO_TEST_ARTIFACTS (default: test-artifacts/ in the r
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("PEFT_STUDIO_TEST_ARTIFACTS", ROOT / "test-artifacts"))
+RUN_ID = re.compile(r"\d{8}-\d{6}-[a-z0-9-]+-[0-9a-f]{4}")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run", "--disable-quic"]
 
@@ -89,14 +91,14 @@ def open_page(context, url: str):
 
 def go(page, title: str) -> None:
     page.get_by_role("link", name=title).click()
-    page.get_by_role("heading", name=title).wait_for()
+    page.get_by_role("heading", name=title, exact=True).wait_for()
 
 
 def set_text(page, label: str, value: str) -> None:
     box = page.get_by_label(label, exact=True)
     box.fill(value)
     box.press("Enter")
-    page.wait_for_timeout(400)
+    page.wait_for_timeout(1000)  # let the rerun that commits the value finish
 
 
 def start_run(page, model: str, simulate: bool, max_steps: int | None = None) -> str:
@@ -107,12 +109,13 @@ def start_run(page, model: str, simulate: bool, max_steps: int | None = None) ->
         set_text(page, "max steps", str(max_steps))
     if simulate:
         page.get_by_text("simulation", exact=True).click()
-        page.wait_for_timeout(400)
+        page.wait_for_timeout(1000)
     page.get_by_role("button", name="Start").click()
+    job_line = page.locator("section[data-testid='stSidebar']").get_by_text(RUN_ID)
+    job_line.wait_for()  # the sidebar names the queued or running job
+    run_id = RUN_ID.search(job_line.inner_text()).group(0)
     go(page, "6. Training Exec")
-    heading = page.locator("h3").filter(has_text="run").first
-    heading.wait_for()
-    return heading.inner_text().split(":")[0].split(" ")[0]
+    return run_id
 
 
 def loss_points(page) -> int:
@@ -130,13 +133,14 @@ def test_walk_the_wizard_run_a_simulation_and_a_teammate_sees_it(studio, browser
     page.get_by_text(f"{run_id} (simulation): completed").wait_for(timeout=180_000)
     assert loss_points(page) > 0
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "studio-simulation-run.png"), full_page=True)
+    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "studio-simulation-run.png"))
 
     teammate = browser.new_context()  # a second browser: a separate session on the same studio
     other = open_page(teammate, studio.url)
     go(other, "Runs")
-    other.get_by_text(run_id).first.wait_for()
     assert other.get_by_text("Runs (1)").count() == 1
+    other.get_by_text(f"{run_id} (simulation): completed").wait_for()  # its monitor, read from the run dir
 
 
 def test_killed_studio_shows_the_run_interrupted_and_resume_finishes_it(tmp_path, browser):
