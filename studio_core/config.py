@@ -320,15 +320,20 @@ def validate_config(data: dict[str, Any]) -> RunConfig:
     return config
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a RunConfig from a JSON file; errors name the file."""
+def read_json_file(path: str | Path, what: str = "config") -> Any:
+    """A JSON file's data; a missing or malformed file is a ConfigError naming it (`what` says which file)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as e:
-        raise ConfigError(Problem(str(path), "config file not found")) from e
+        raise ConfigError(Problem(str(path), f"{what} file not found")) from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(Problem(str(path), f"not valid JSON: {e}")) from e
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a RunConfig from a JSON file; errors name the file."""
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise ConfigError(Problem(str(path), "must hold a JSON object with one key per section"))
     return validate_config(data)

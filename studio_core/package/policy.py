@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import studio_core
+from studio_core.config import read_json_file
 from studio_core.errors import ConfigError, InputError, Problem, StudioError
 from studio_core.package.keys import PublicKeys, load_public_keys
 from studio_core.package.manifest import STATEMENT_TYPE
@@ -96,12 +97,7 @@ class PolicyResult:
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy JSON file; every problem is reported with its field name."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ConfigError(Problem(str(path), "policy file not found")) from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(Problem(str(path), f"not valid JSON: {e}")) from e
+    data = read_json_file(path, "policy")
     try:
         return Policy.model_validate(data)
     except ValidationError as e:
