@@ -118,3 +118,28 @@ def test_hardware_page_shows_the_profile_and_backends(via_navigation: bool) -> N
     assert bool(torch_row["usable"]) is True and torch_row["version"]
     for usable, why_not in zip(frame["usable"].astype(bool), frame["why not / install"], strict=True):
         assert bool(why_not) != usable  # an unusable backend says why and how to install it; a usable one not
+
+
+def test_data_preview_shows_schema_rows_and_histogram(studio_env: Path) -> None:
+    at = _run(MAIN)
+    at.switch_page(str(ROOT / "pages" / "01_data_resolve.py")).run()
+    at.number_input(key="field:data.demo_rows").set_value(120).run()
+    at.session_state["run_config"]["model"]["ref"] = "tiny-random:llama"
+    at.button(key="data:preview").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    summary = " ".join(m.value for m in at.markdown)
+    assert "Schema **alpaca**" in summary and "108 train / 12 validation" in summary
+    assert "**assistant**: Verdict:" in summary
+    assert len(at.get("plotly_chart")) == 1
+
+
+def test_model_page_lists_the_module_names(studio_env: Path) -> None:
+    at = _run(MAIN)
+    at.switch_page(str(ROOT / "pages" / "02_model_resolve.py")).run()
+    at.text_input(key="field:model.ref").set_value("tiny-random:gpt2").run()
+    at.button(key="model:inspect").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = " ".join(m.value for m in at.markdown)
+    assert "`c_attn`" in text and "gpt2" in text
+    names = at.dataframe[0].value
+    assert any("c_attn" in row for row in names["names"])
