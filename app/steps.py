@@ -54,3 +54,21 @@ def step_page(number: int) -> None:
         from studio_core.workflow import UNAVAILABLE_FEATURES
 
         render_section(extra, disabled=extra in UNAVAILABLE_FEATURES)
+
+
+def preview_button(label: str, key: str, spinner: str, compute) -> dict | None:
+    """A button that runs `compute(config)` on the session's valid config; the result is kept per session."""
+    from app.session import validated_config
+    from studio_core.errors import StudioError
+
+    if st.button(label, key=key):
+        config = validated_config()
+        if config is None:
+            st.error("Fix the settings marked on the step pages first.")
+        else:
+            with st.spinner(spinner):
+                try:
+                    st.session_state[f"{key}:result"] = compute(config)
+                except StudioError as e:
+                    st.error(str(e))
+    return st.session_state.get(f"{key}:result")

@@ -3,8 +3,9 @@
 import streamlit as st
 
 from app.charts import histogram_chart
-from app.session import config_data, validated_config
-from app.steps import step_page
+from app.previews import preview_data
+from app.session import config_data
+from app.steps import preview_button, step_page
 from studio_core.errors import StudioError
 from studio_core.runs import studio_home
 from studio_core.uploads import save_upload
@@ -22,19 +23,8 @@ if upload is not None and st.button("Use this file", key="data:use-upload"):
         st.error(str(e))
 
 st.subheader("Preview")
-if st.button("Resolve and preview the data", key="data:preview"):
-    config = validated_config()
-    if config is None:
-        st.error("Fix the settings marked above first.")
-    else:
-        from app.previews import preview_data
-
-        with st.spinner("Validating every row and tokenizing with the model's chat template..."):
-            try:
-                st.session_state["data:report"] = preview_data(config)
-            except StudioError as e:
-                st.error(str(e))
-report = st.session_state.get("data:report")
+report = preview_button("Resolve and preview the data", "data:preview",
+                        "Validating every row and tokenizing with the model's chat template...", preview_data)
 if report:
     source = report["sources"][0]
     st.write(f"Schema **{source['row_schema']}**, {source['rows_valid']} valid rows, {source['rows_bad']} bad; "

@@ -3,24 +3,13 @@
 import streamlit as st
 
 from app.previews import inspect_model
-from app.session import validated_config
-from app.steps import step_page
-from studio_core.errors import StudioError
+from app.steps import preview_button, step_page
 
 step_page(2)
 st.caption("`embedded:smollm2-135m-instruct` ships with the studio; a local folder needs config.json and "
            "*.safetensors; `hf:<org>/<name>` needs network access or the Hub cache.")
-if st.button("Resolve the model", key="model:inspect"):
-    config = validated_config()
-    if config is None:
-        st.error("Fix the settings marked on the step pages first.")
-    else:
-        with st.spinner("Resolving (the embedded model is converted once, about 20 s)..."):
-            try:
-                st.session_state["model:info"] = inspect_model(config)
-            except StudioError as e:
-                st.error(str(e))
-info = st.session_state.get("model:info")
+info = preview_button("Resolve the model", "model:inspect",
+                      "Resolving (the embedded model is converted once, about 20 s)...", inspect_model)
 if info:
     record = info["record"]
     st.write(f"**{record['ref']}**: {record['model_type']} ({', '.join(record['architectures'])}), "
