@@ -139,7 +139,7 @@ def test_walk_the_wizard_run_a_simulation_and_a_teammate_sees_it(studio, browser
     teammate = browser.new_context()  # a second browser: a separate session on the same studio
     other = open_page(teammate, studio.url)
     go(other, "Runs")
-    assert other.get_by_text("Runs (1)").count() == 1
+    other.get_by_text("Runs (1)", exact=True).wait_for()  # the run list, read from disk
     other.get_by_text(f"{run_id} (simulation): completed").wait_for()  # its monitor, read from the run dir
 
 
