@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import socket
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -215,7 +214,3 @@ def mark_running_again(run: RunDir) -> None:
     status.update(state="running", owner=_process_identity(), error=None, finished_at=None)
     status["resumed_at"] = utc_now()
     run.write_status(status)
-
-
-def elapsed_since(start: float) -> float:
-    return round(time.perf_counter() - start, 3)
