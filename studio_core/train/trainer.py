@@ -21,7 +21,9 @@ Where later issues attach:
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -158,10 +160,24 @@ def _on_cuda() -> bool:
 
 
 def latest_checkpoint(run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint; a half-written one (the process died while saving) is removed.
 
+    The Trainer writes `trainer_state.json` last, after weights, optimizer, scheduler and RNG state, so a
+    checkpoint whose state file is present and parses is complete.
+    """
     folder = run_dir / CHECKPOINTS
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if not folder.is_dir():
+        return None
+    candidates = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("checkpoint-")
+                  and p.name.split("-", 1)[1].isdigit()]
+    for path in sorted(candidates, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            shutil.rmtree(path, ignore_errors=True)  # incomplete: its step is replayed from the one before
+            continue
+        return str(path)
+    return None
 
 
 def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int, run_dir: Path, precision: str,

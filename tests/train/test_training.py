@@ -97,6 +97,25 @@ def test_cancel_stops_at_a_step_and_resume_finishes_the_same_step_count(tmp_path
     assert steps == list(range(1, 7))  # steps replayed after the checkpoint are not counted twice
 
 
+def test_a_checkpoint_half_written_when_the_process_died_is_dropped_and_the_one_before_resumes(tmp_path):
+    cancel = threading.Event()
+
+    def on_event(event):
+        if event["type"] == "progress" and event["step"] == 3:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        workflow.run(tiny_config(), tmp_path, cancel=cancel, on_event=on_event)
+    (run,) = RunStore(tmp_path).list()
+    partial = run.path / "checkpoints" / "checkpoint-5"  # weights written, optimizer and trainer state not yet
+    partial.mkdir()
+    (partial / "adapter_config.json").write_text("{}")
+    resumed = workflow.run(tiny_config(), tmp_path, resume=run.run_id)
+    assert resumed.read_status()["state"] == "completed"
+    assert read(resumed, "training.json")["steps"] == 6
+    assert [m["step"] for m in resumed.metrics() if "loss" in m] == list(range(1, 7))
+
+
 def test_killed_run_resumes_from_its_checkpoint_like_an_uninterrupted_one(tmp_path):
     args = ["--model", "tiny-random:llama", "--set", "preflight.enabled=false", "--set", "evaluation.enabled=false",
             "--set", "data.demo_rows=120", "--set", "data.max_length=384", "--set", "training.max_steps=8",
