@@ -1,9 +1,9 @@
-"""Hardware: the profile the studio plans with, and which backends it found."""
+"""Hardware: the profile the studio plans with, which backends it found, and a CUDA round-trip check."""
 
 import streamlit as st
 
 from studio_core.catalog import all_backends
-from studio_core.hardware import format_profile, hardware_profile
+from studio_core.hardware import cuda_check_rows, format_profile, hardware_profile, validate_cuda
 from studio_core.runs import studio_home
 
 st.title("Hardware")
@@ -16,3 +16,14 @@ st.dataframe(
       if b.available else f"{b.reason} ({b.install})"} for b in all_backends()],
     hide_index=True,
 )
+if st.button("Check CUDA", key="hardware:check_cuda",
+             help="Allocate, copy, multiply (fp32/fp16/bf16) and compare on every GPU; the same as "
+                  "`peft-studio hardware --check-cuda`."):
+    with st.spinner("Running the CUDA round trip..."):
+        st.session_state["hardware:cuda_check"] = validate_cuda()
+check = st.session_state.get("hardware:cuda_check")
+if check is not None:
+    show = {"passed": st.success, "failed": st.error, "no_cuda": st.info}[check.status]
+    show(check.message + (f" — fix: {check.hint}" if check.hint else ""))
+    if check.devices:
+        st.dataframe(cuda_check_rows(check), hide_index=True)

@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--home", help=home_help)
     hardware = sub.add_parser("hardware", help="Show the hardware profile.")
     hardware.add_argument("--json", action="store_true", help="Print JSON.")
+    hardware.add_argument("--check-cuda", action="store_true",
+                          help="Run a small matmul round trip on every GPU (exit 1 only if CUDA exists and fails).")
     hardware.add_argument("--home", help=home_help)
     keys = sub.add_parser("keys", help="Signing keys (Ed25519 + ML-DSA-65) in the studio home.")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
@@ -170,6 +172,8 @@ def cmd_hardware(args: argparse.Namespace) -> int:
     from studio_core.hardware import format_profile, hardware_profile
     from studio_core.runs import studio_home
 
+    if args.check_cuda:
+        return cmd_check_cuda(args)
     profile = hardware_profile(studio_home(args.home))
     if args.json:
         print(profile.model_dump_json(indent=2))
@@ -179,6 +183,34 @@ def cmd_hardware(args: argparse.Namespace) -> int:
         table.add_row(label, value)
     Console().print(table)
     return 0
+
+
+def cmd_check_cuda(args: argparse.Namespace) -> int:
+    """`hardware --check-cuda`: 0 when CUDA passed or there is simply none, 1 when it exists and fails."""
+    from studio_core.hardware import cuda_check_rows, validate_cuda
+
+    check = validate_cuda()
+    if args.json:
+        print(check.model_dump_json(indent=2))
+        return 0 if check.ok else 1
+    console = Console(highlight=False, soft_wrap=True)
+    style = {"passed": "green", "failed": "bold red", "no_cuda": "yellow"}[check.status]
+    console.print(f"[{style}]{escape(check.message)}[/]")
+    if check.hint:
+        console.print(f"fix: {escape(check.hint)}")
+    rows = cuda_check_rows(check)
+    if rows:
+        table = Table(title="CUDA check")
+        columns = [c for c in rows[0] if c != "detail"]  # details go below, unwrapped, so they stay greppable
+        for column in columns:
+            table.add_column(column, no_wrap=column == "result")
+        for row in rows:
+            table.add_row(*(escape(row[c]) for c in columns))
+        console.print(table)
+    for row in rows:
+        if row["detail"]:
+            console.print(escape(f"GPU {row['device']} {row['dtype']}: {row['detail']}".replace(" :", ":")))
+    return 0 if check.ok else 1
 
 
 def _quiet_libraries() -> None:

@@ -1,5 +1,6 @@
 """Hardware detection: what this machine can train with, and the precision to use."""
 
+from studio_core.hardware.cuda_check import CudaCheck, DeviceResult, DtypeResult, cuda_check_rows, validate_cuda
 from studio_core.hardware.profile import (
     CACHE_SECONDS,
     GpuInfo,
@@ -12,10 +13,15 @@ from studio_core.hardware.profile import (
 
 __all__ = [
     "CACHE_SECONDS",
+    "CudaCheck",
+    "DeviceResult",
+    "DtypeResult",
     "GpuInfo",
     "HardwareProfile",
     "Precision",
     "best_precision",
+    "cuda_check_rows",
     "format_profile",
     "hardware_profile",
+    "validate_cuda",
 ]
