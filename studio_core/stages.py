@@ -80,12 +80,28 @@ def load_training_model(ctx: RunContext, precision: str):
     return load_model(model, quantize_4bit=get_method(ctx.config.method.name).loads_in_4bit, compute_dtype=precision)
 
 
+def build_peft_model(ctx: RunContext, model):
+    """The configured method on `model` (targets per method and architecture when 'auto'); returns it and them."""
+    from studio_core.models.targets import default_target_modules
+    from studio_core.train.methods import BuildContext, apply_method
+
+    section = ctx.config.method
+    targets = getattr(section, "target_modules", [])
+    if targets == "auto":
+        targets = default_target_modules(model, section.name)
+    max_steps = (simulation_training(ctx.config) if ctx.simulated else ctx.config).training.max_steps
+    context = BuildContext(max_steps=max_steps, model_dir=str(resolved_model(ctx).path), loftq=not ctx.simulated)
+    if getattr(section, "init", "") == "loftq" and ctx.simulated:
+        ctx.emit("simulation", "simulation: the stand-in model is not 4-bit, so loftq initialisation is skipped")
+    return apply_method(model, section, targets, context), targets
+
+
 def preflight_check(ctx: RunContext) -> None:
     """Step 3: the go/no-go report; any error fails the stage with every reason listed."""
     from studio_core import preflight as pf
     from studio_core.errors import PreflightError
     from studio_core.hardware import hardware_profile
-    from studio_core.train.methods import apply_method, count_parameters
+    from studio_core.train.methods import count_parameters
 
     cfg = ctx.config
     report = pf.PreflightReport()
@@ -94,10 +110,10 @@ def preflight_check(ctx: RunContext) -> None:
     data = ctx.outputs["data"]
     pf.check_tokens(report, data, cfg.data.max_length)
     model = load_training_model(ctx, precision)
-    targets = pf.check_targets(report, model, cfg.method.target_modules)
+    targets = pf.check_targets(report, model, cfg.method)
     if not report.errors:
         _, base_params = count_parameters(model)
-        peft_model = apply_method(model, cfg.method, targets)
+        peft_model, _ = build_peft_model(ctx, model)
         adapter = pf.check_parameters(report, peft_model)
         pf.check_rank(report, cfg, adapter, data)
         pf.check_memory(report, cfg, model, adapter, base_params, precision, profile)
@@ -132,30 +148,67 @@ def training_init(ctx: RunContext) -> None:
 
     from studio_core.errors import ConfigError, Problem
     from studio_core.hardware import hardware_profile
-    from studio_core.models.targets import default_target_modules
-    from studio_core.train.methods import apply_method, count_parameters, get_method
+    from studio_core.train.methods import count_parameters, get_method, rewrites_base, save_initial_adapter
     from studio_core.train.precision import resolve_precision
 
     cfg = ctx.config
     precision = resolve_precision(cfg.training.precision, hardware_profile(ctx.home))
     set_seed(cfg.training.seed)  # the adapter's initialisation is part of what the seed pins
-    model = load_training_model(ctx, precision)
-    if ctx.simulated:  # the adapter will belong to this tiny stand-in: ship it, so the adapter loads and merges
-        model.save_pretrained(str(ctx.artifact_dir("simulation-base")), safe_serialization=True)
-    targets = default_target_modules(model) if cfg.method.target_modules == "auto" else cfg.method.target_modules
-    peft_model = apply_method(model, cfg.method, targets)
+    backend = training_backend(ctx, precision)
+    if backend.name == "unsloth":
+        peft_model, targets = build_with_unsloth(ctx, precision)
+    else:
+        model = load_training_model(ctx, precision)
+        if ctx.simulated:  # the adapter will belong to this tiny stand-in: ship it, so the adapter loads and merges
+            model.save_pretrained(str(ctx.artifact_dir("simulation-base")), safe_serialization=True)
+        peft_model, targets = build_peft_model(ctx, model)
+    if rewrites_base(cfg.method):  # kept to convert the trained adapter back onto the original base
+        save_initial_adapter(peft_model, ctx.artifact_dir("adapter-init"))
     trainable, total = count_parameters(peft_model)
     if trainable > total / 2:
         raise ConfigError(Problem("method.target_modules", f"{trainable:,} of {total:,} parameters would train: "
                                   "the base model is not frozen; adapt its projections only"))
-    info = {"method": cfg.method.name, "target_modules": targets, "trainable_parameters": trainable,
+    method = get_method(cfg.method.name)
+    info = {"method": cfg.method.name, "method_parameters": cfg.method.model_dump(mode="json"),
+            "target_modules": targets if method.targeted else None, "trainable_parameters": trainable,
             "total_parameters": total, "trainable_percent": round(100 * trainable / total, 4),
-            "precision": precision, "base_loaded_in_4bit": get_method(cfg.method.name).loads_in_4bit,
-            "backend": "transformers+peft", "simulated": ctx.simulated}
+            "precision": precision, "base_loaded_in_4bit": method.loads_in_4bit, "mergeable": method.mergeable,
+            "backend": backend.name, "backend_reason": backend.reason, "simulated": ctx.simulated}
     ctx.write_artifact("training_init.json", info)
     ctx.outputs.update(peft_model=peft_model, precision=precision, targets=targets)
     ctx.emit("training_initialised", f"{cfg.method.name}: {trainable:,} of {total:,} parameters trainable "
                                      f"({info['trainable_percent']:.3f}%), {precision}", **info)
+
+
+def training_backend(ctx: RunContext, precision: str):
+    """unsloth for LoRA/QLoRA on a CUDA GPU where it is installed, else transformers+peft; with the reason."""
+    from studio_core.train.backends import STANDARD, BackendChoice, choose_backend
+
+    cfg = ctx.config
+    if ctx.simulated:
+        return BackendChoice(STANDARD, f"a simulation trains its tiny stand-in on {STANDARD}")
+    init = getattr(cfg.method, "init", "default")
+    if init != "default" and cfg.training.backend != "unsloth":
+        return BackendChoice(STANDARD, f"init={init} is peft's; using {STANDARD}")
+    return choose_backend(cfg.method.name, cfg.training.backend, precision=precision)
+
+
+def build_with_unsloth(ctx: RunContext, precision: str):
+    """LoRA/QLoRA through unsloth's FastLanguageModel (fused kernels); the rest of the run is unchanged."""
+    from studio_core.models.targets import ARCHITECTURE_TARGETS
+    from studio_core.train.backends import load_with_unsloth
+    from studio_core.train.methods import get_method
+
+    cfg, model = ctx.config, resolved_model(ctx)
+    targets = cfg.method.target_modules
+    if targets == "auto":
+        targets = ARCHITECTURE_TARGETS.get(model.model_type) or ["q_proj", "k_proj", "v_proj", "o_proj"]
+    peft_model, _ = load_with_unsloth(
+        model.path, load_in_4bit=get_method(cfg.method.name).loads_in_4bit, max_seq_length=cfg.data.max_length,
+        dtype=precision, r=cfg.method.r, alpha=cfg.method.alpha, dropout=cfg.method.dropout, target_modules=targets,
+        seed=cfg.training.seed, gradient_checkpointing=cfg.training.gradient_checkpointing,
+    )
+    return peft_model, targets
 
 
 def training_exec(ctx: RunContext) -> None:
@@ -203,18 +256,62 @@ def simulation_training(cfg):
 def _save_and_merge(ctx: RunContext) -> None:
     from studio_core.train.batching import collate
     from studio_core.train.merge import merge_adapter, save_adapter
+    from studio_core.train.methods import get_method, rewrites_base
 
     base_record = resolved_model(ctx).record()
     if ctx.simulated:
         base_record = {**base_record, "simulation_base": "artifacts/simulation-base"}
     adapter_dir = ctx.artifact_dir("adapter")
-    save_adapter(ctx.outputs["peft_model"], adapter_dir, base_record)
+    converted = rewrites_base(ctx.config.method)
+    save_adapter(ctx.outputs["peft_model"], adapter_dir, base_record,
+                 initial_adapter=ctx.run.artifacts / "adapter-init" if converted else None)
     batch = collate(ctx.outputs["data"].val_tokens[:2], tokenizer(ctx).pad_token_id)
+    method = get_method(ctx.config.method.name)
+    if not method.loads_in_4bit:  # a 4-bit base reloads de-quantized: the merge check below covers QLoRA
+        _check_reload(ctx, adapter_dir, batch, swap=converted)
+    if not method.mergeable:
+        reason = (f"{method.title} adds trained virtual tokens instead of changing weights: there is nothing to "
+                  "merge, so the adapter ships alone (load it with peft's PeftModel on the base)")
+        ctx.write_artifact("merge.json", {"merged": False, "reason": reason,
+                                          "reload_check": ctx.outputs["reload_check"]})
+        ctx.emit("merged", f"not merged: {reason}")
+        return
     merged_dir = ctx.artifact_dir("merged")
     report = merge_adapter(lambda: _fresh_base(ctx), adapter_dir, merged_dir, tokenizer(ctx), batch)
     report["into"] = _merge_base_description(ctx)
+    report["merged"] = True
+    if "reload_check" in ctx.outputs:
+        report["reload_check"] = ctx.outputs["reload_check"]
     ctx.write_artifact("merge.json", report)
     ctx.emit("merged", f"adapter merged; logits relative error {report['relative_error']:.2e} ({report['into']})")
+
+
+def _check_reload(ctx: RunContext, adapter_dir: Path, batch: dict, swap: bool) -> None:
+    """The saved adapter, loaded by stock peft on a fresh base, must compute what the trained model computes.
+
+    PiSSA/OLoRA (`swap`): the trained model's base holds residual weights, so its `disable_adapter()` is not the
+    base model; the converted adapter on the original base is the same function with the true base behind it,
+    and it replaces the trained model for evaluation.
+    """
+    import torch
+    from peft import PeftModel
+
+    from studio_core.errors import StudioError
+    from studio_core.train.merge import MERGE_TOLERANCE, relative_error
+
+    trained = ctx.outputs["peft_model"].eval()
+    device = next(trained.parameters()).device
+    reloaded = PeftModel.from_pretrained(_fresh_base(ctx), str(adapter_dir)).to(device).eval()
+    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        error = relative_error(trained(**inputs).logits.float(), reloaded(**inputs).logits.float())
+    what = "trained model vs its saved adapter " + ("converted onto the original base" if swap else "reloaded")
+    ctx.outputs["reload_check"] = {"relative_error": error, "tolerance": MERGE_TOLERANCE, "what": what}
+    if error > MERGE_TOLERANCE:
+        raise StudioError(f"the saved adapter does not reproduce the trained model: {what}, relative error "
+                          f"{error:.2e} > {MERGE_TOLERANCE:.0e}")
+    if swap:
+        ctx.outputs["peft_model"] = reloaded
 
 
 def _fresh_base(ctx: RunContext):

@@ -34,6 +34,7 @@ def validation_loss(model, examples, pad_id: int, batch_size: int, autocast=cont
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast():
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = logits[:, -batch["input_ids"].size(1):]  # prompt tuning prepends its virtual tokens' logits
             labels = batch["labels"][:, 1:]
             losses = torch.nn.functional.cross_entropy(
                 logits[:, :-1].float().reshape(-1, logits.size(-1)), labels.reshape(-1),

@@ -20,9 +20,14 @@ class MergeError(StudioError):
     """The merged model is not the adapter model: non-finite weights or logits that differ."""
 
 
-def save_adapter(peft_model, out: Path, base_record: dict[str, Any]) -> None:
-    """`adapter_config.json` + `adapter_model.safetensors`, with the base model's reference and digests beside."""
-    peft_model.save_pretrained(str(out), safe_serialization=True)
+def save_adapter(peft_model, out: Path, base_record: dict[str, Any], initial_adapter: Path | None = None) -> None:
+    """`adapter_config.json` + `adapter_model.safetensors`, with the base model's reference and digests beside.
+
+    `initial_adapter` (PiSSA, OLoRA: methods that rewrote the base at init) converts the trained adapter into a
+    plain LoRA of twice the rank that applies to the original base, so stock peft loads it on the base model.
+    """
+    kwargs = {"path_initial_model_for_weight_conversion": str(initial_adapter)} if initial_adapter else {}
+    peft_model.save_pretrained(str(out), safe_serialization=True, **kwargs)
     (out / "base_model.json").write_text(json.dumps(base_record, indent=2) + "\n")
 
 
@@ -37,6 +42,7 @@ def merge_adapter(load_base: Callable[[], Any], adapter_dir: Path, out: Path, to
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(load_base(), str(adapter_dir)).eval()
+    batch = {k: v for k, v in batch.items() if k != "labels"}  # logits only (AdaLoRA's loss needs training mode)
     with torch.no_grad():
         reference = model(**batch).logits.float()
         merged = model.merge_and_unload()

@@ -34,6 +34,7 @@ from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, Traine
 
 from studio_core.config import RunConfig
 from studio_core.train.batching import Collator, TokenizedDataset
+from studio_core.train.methods import training_callbacks
 
 CHECKPOINTS = "checkpoints"
 
@@ -189,6 +190,7 @@ def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int,
         emit("resumed", f"resuming from {Path(resume_from).name}", step=start_step)
     callback = StudioCallback(emit, metric, cancel, cfg.training.max_steps, start_step)
     callbacks: list[Any] = [callback]
+    callbacks += training_callbacks(cfg.method)
     if cfg.training.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
     if cfg.training.gradient_checkpointing:

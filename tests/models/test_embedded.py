@@ -96,7 +96,7 @@ def test_greedy_answer_knows_the_capital_of_france(embedded_model_dir: Path, mod
 def test_qlora_4bit_load_gives_linear4bit_and_a_finite_loss(embedded_model_dir: Path, model_cache: Path) -> None:
     import torch
 
-    from studio_core.config import MethodConfig
+    from studio_core.config import method_config
     from studio_core.data.tokenize import tokenize_conversation
     from studio_core.train.batching import collate
     from studio_core.train.methods import apply_method, count_parameters
@@ -108,7 +108,7 @@ def test_qlora_4bit_load_gives_linear4bit_and_a_finite_loss(embedded_model_dir: 
     assert type(model.model.layers[0].self_attn.q_proj).__name__ == "Linear4bit"
     assert model.lm_head.weight.dtype != torch.uint8  # the (tied) head stays unquantized
 
-    peft_model = apply_method(model, MethodConfig(name="qlora", r=4, alpha=8), ["q_proj", "v_proj"])
+    peft_model = apply_method(model, method_config("qlora", r=4, alpha=8), ["q_proj", "v_proj"])
     trainable, total = count_parameters(peft_model)
     assert 0 < trainable < 0.05 * total
     tokenizer = load_tokenizer(resolved)

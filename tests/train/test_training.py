@@ -194,7 +194,7 @@ def test_qlora_gradients_after_an_evaluation_equal_those_without_one(tmp_path):
     """bitsandbytes repacks 4-bit weights for CPU inference at the first eval forward; training must not see that."""
     import torch
 
-    from studio_core.config import MethodConfig
+    from studio_core.config import method_config
     from studio_core.models.resolve import load_model, resolve_model
     from studio_core.train.methods import apply_method
 
@@ -204,7 +204,7 @@ def test_qlora_gradients_after_an_evaluation_equal_those_without_one(tmp_path):
     def lora_grads(evaluate_first: bool):
         torch.manual_seed(0)
         model = apply_method(load_model(resolved, quantize_4bit=True, compute_dtype="bf16"),
-                             MethodConfig(name="qlora", r=4), ["q_proj", "v_proj", "down_proj"])
+                             method_config("qlora", r=4), ["q_proj", "v_proj", "down_proj"])
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.02)  # non-zero B, so gradients reach lora_A of lower layers too

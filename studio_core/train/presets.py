@@ -1,0 +1,139 @@
+"""Use-case presets and the rank recommendation, each with the reasoning shown to the user.
+
+A preset sets every training parameter and the method with all its parameters; the data, the model, the
+seed, the precision and the backend stay the user's. The rank follows the data when its statistics are known
+(`recommend_rank`): more supervised tokens hold more to learn, short categorical answers need little capacity,
+long generations more, and a rank near the model's width stops being low-rank. Fitting the result into the
+machine's memory is `studio_core.hardware.fit`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from studio_core.config import TrainingConfig, switch_method
+
+
+@dataclass(frozen=True)
+class Preset:
+    id: str
+    title: str
+    purpose: str
+    method: str
+    rank_scale: float  # times the recommended rank
+    training: dict[str, Any]
+    method_params: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {p.id: p for p in (
+    Preset("quick_try", "Quick try", "see the whole loop work in a few minutes on a CPU; not for a model you ship",
+           "lora", 0.5,
+           {"max_steps": 30, "per_device_batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 1e-3,
+            "lr_scheduler": "linear", "warmup_ratio": 0.0, "eval_steps": 10, "save_steps": 10,
+            "early_stopping_patience": 0, "gradient_checkpointing": False, "eval_rows": 16}),
+    Preset("balanced", "Balanced", "a sound default: LoRA on every projection, a few hundred steps, early stopping",
+           "lora", 1.0,
+           {"max_steps": 200, "per_device_batch_size": 4, "gradient_accumulation_steps": 4, "learning_rate": 2e-4,
+            "lr_scheduler": "cosine", "warmup_ratio": 0.05, "eval_steps": 20, "save_steps": 40,
+            "early_stopping_patience": 3, "gradient_checkpointing": False, "eval_rows": 64}),
+    Preset("max_quality", "Max quality", "the most the data supports: DoRA at twice the rank, a larger effective "
+           "batch, a lower learning rate and more steps", "dora", 2.0,
+           {"max_steps": 600, "per_device_batch_size": 4, "gradient_accumulation_steps": 8, "learning_rate": 1e-4,
+            "lr_scheduler": "cosine", "warmup_ratio": 0.05, "eval_steps": 50, "save_steps": 100,
+            "early_stopping_patience": 4, "gradient_checkpointing": False, "eval_rows": 128},
+           {"dropout": 0.05}),
+    Preset("low_memory", "Low memory", "fit the smallest machine: QLoRA (4-bit base), gradient checkpointing, one "
+           "example per pass with the effective batch kept by accumulation", "qlora", 0.5,
+           {"max_steps": 200, "per_device_batch_size": 1, "gradient_accumulation_steps": 16,
+            "learning_rate": 2e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.05, "eval_steps": 20,
+            "save_steps": 40, "early_stopping_patience": 3, "gradient_checkpointing": True, "eval_rows": 32}),
+)}
+PRESET_IDS = tuple(PRESETS)
+RANK_MIN, RANK_MAX = 4, 128
+KEPT_TRAINING = ("enabled", "seed", "backend", "precision")  # the user's machine and reproducibility, not the recipe
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What the rank depends on, from a prepared dataset (`data_stats`)."""
+
+    train_rows: int
+    supervised_tokens_per_row: float
+    distinct_answer_share: float  # distinct assistant answers / rows: low for classification-like tasks
+
+
+@dataclass(frozen=True)
+class RankAdvice:
+    r: int
+    reasons: list[str]
+
+
+def data_stats(data) -> DataStats:
+    """From `studio_core.data.prepare.PreparedData`: the whole training split, not a simulation slice."""
+    tokens = data.train_tokens
+    rows = data.report["rows"]["train"]
+    per_row = sum(e.supervised_tokens for e in tokens) / max(1, len(tokens))
+    answers = {tuple(label for label in e.labels if label >= 0) for e in tokens}
+    return DataStats(rows, per_row, len(answers) / max(1, len(tokens)))
+
+
+def _power_of_two(x: float) -> int:
+    return 2 ** round(math.log2(max(1.0, x)))
+
+
+def recommend_rank(stats: DataStats | None, hidden_size: int | None, scale: float = 1.0) -> RankAdvice:
+    """A LoRA rank for this data and model, with each step of the reasoning."""
+    reasons = []
+    if stats is None:
+        r = 16.0
+        reasons.append("no data statistics yet: r=16, the usual starting point (preview the data to refine it)")
+    else:
+        total = stats.train_rows * stats.supervised_tokens_per_row
+        r = 4.0 if total < 20_000 else 8.0 if total < 100_000 else 16.0 if total < 1_000_000 else \
+            32.0 if total < 10_000_000 else 64.0
+        reasons.append(f"{stats.train_rows:,} training rows x {stats.supervised_tokens_per_row:.0f} supervised "
+                       f"tokens each = {total:,.0f} tokens to learn from: r={r:.0f}")
+        if stats.distinct_answer_share < 0.05 or stats.supervised_tokens_per_row <= 8:
+            r /= 2
+            reasons.append(f"answers are short or repeat ({stats.distinct_answer_share:.0%} distinct, "
+                           f"{stats.supervised_tokens_per_row:.0f} tokens): a narrow task, halved to r={r:.0f}")
+        elif stats.supervised_tokens_per_row >= 200:
+            r *= 2
+            reasons.append(f"long answers ({stats.supervised_tokens_per_row:.0f} tokens): open-ended generation "
+                           f"needs more capacity, doubled to r={r:.0f}")
+    if scale != 1.0:
+        r *= scale
+        reasons.append(f"the preset scales the rank by {scale:g}: r={r:.0f}")
+    if hidden_size:
+        cap = max(RANK_MIN, _power_of_two(hidden_size / 16))
+        if r > cap:
+            r = cap
+            reasons.append(f"capped at hidden size {hidden_size} / 16 = {cap}: beyond that the update is no "
+                           "longer low-rank and memorises instead")
+    final = min(RANK_MAX, max(RANK_MIN, _power_of_two(r)))
+    if final != r:
+        reasons.append(f"rounded to a power of two within {RANK_MIN}-{RANK_MAX}: r={final}")
+    return RankAdvice(final, reasons)
+
+
+def apply_preset(data: dict[str, Any], preset_id: str, stats: DataStats | None = None,
+                 hidden_size: int | None = None) -> tuple[dict[str, Any], list[str]]:
+    """Config data with the preset's method and training set in full; returns it and why each choice."""
+    preset = PRESETS[preset_id]
+    advice = recommend_rank(stats, hidden_size, preset.rank_scale)
+    method = switch_method({"enabled": data.get("method", {}).get("enabled", True), "target_modules": "auto"},
+                           preset.method)
+    method.update(r=advice.r, alpha=float(2 * advice.r), **preset.method_params)
+    kept = {k: v for k, v in data.get("training", {}).items() if k in KEPT_TRAINING}
+    training = TrainingConfig(**{**preset.training, **kept})
+    reasons = [f"{preset.title}: {preset.purpose}", *advice.reasons,
+               f"alpha = 2 x r = {2 * advice.r}: the update's scale stays the same when r changes",
+               f"{preset.method} with {training.max_steps} steps of {training.per_device_batch_size} x "
+               f"{training.gradient_accumulation_steps} examples at learning rate {training.learning_rate:g}"]
+    if stats is not None:
+        epochs = training.max_steps * training.per_device_batch_size * training.gradient_accumulation_steps \
+            / max(1, stats.train_rows)
+        reasons.append(f"that is {epochs:.2f} passes over the {stats.train_rows:,} training rows")
+    return {**data, "method": method, "training": training.model_dump(mode="json")}, reasons
