@@ -10,10 +10,13 @@ from typing import Any, Literal, get_args, get_origin
 import streamlit as st
 
 from app.session import config_data, problems
-from studio_core.config import RunConfig
+from studio_core.config import METHOD_IDS, RunConfig, method_section, switch_method
 
 
 def section_model(section: str):
+    """The pydantic class of a section; the method section's depends on the method chosen."""
+    if section == "method":
+        return method_section(config_data()["method"].get("name", "lora"))
     return RunConfig.model_fields[section].annotation
 
 
@@ -21,7 +24,10 @@ def render_section(section: str, disabled: bool = False, exclude: tuple[str, ...
     """Every field of `section`, editable, with defaults filled in and its problems beside it."""
     model, values = section_model(section), config_data()[section]
     slots = {}
-    for name, field in model.model_fields.items():
+    fields = dict(model.model_fields)
+    if section == "method":  # the method first: the fields below it are its own
+        fields = {"enabled": fields.pop("enabled"), "name": fields.pop("name"), **fields}
+    for name, field in fields.items():
         if name in exclude:
             continue
         values[name] = _widget(f"field:{section}.{name}", name, field, values[name], disabled)
@@ -37,10 +43,10 @@ def render_section(section: str, disabled: bool = False, exclude: tuple[str, ...
 def _widget(key: str, name: str, field, value: Any, disabled: bool) -> Any:
     label, help_text = name.replace("_", " "), field.description
     annotation = field.annotation
-    choices = _literal_choices(annotation)
+    choices = list(METHOD_IDS) if key == "field:method.name" else _literal_choices(annotation)
     if annotation is bool:
         return st.checkbox(label, value=bool(value), help=help_text, key=key, disabled=disabled)
-    if choices and all(isinstance(c, str) for c in choices) and get_origin(annotation) is Literal:
+    if choices and all(isinstance(c, str) for c in choices):
         index = choices.index(value) if value in choices else 0
         return st.selectbox(label, choices, index=index, help=help_text, key=key, disabled=disabled)
     if annotation is int:
@@ -79,6 +85,12 @@ def parse_text(text: str, optional_str: bool) -> tuple[Any, str | None]:
 def sync_widgets() -> None:
     """Copy this rerun's widget values into the config before anything validates it (the sidebar draws first)."""
     data = config_data()
+    chosen = st.session_state.get("field:method.name")
+    if chosen and chosen != data["method"].get("name"):  # a new method: its own parameters, at their defaults
+        data["method"] = switch_method(data["method"], chosen)
+        for key in [k for k in st.session_state if isinstance(k, str) and k.startswith("field:method.")]:
+            if key != "field:method.name":
+                del st.session_state[key]
     for key, raw in list(st.session_state.items()):
         if not (isinstance(key, str) and key.startswith("field:")):
             continue

@@ -34,3 +34,12 @@ def inspect_model(config: RunConfig) -> dict[str, Any]:
     return {"record": resolved.record(), "modules": module_names_by_type(model),
             "default_targets": default_target_modules(model),
             "parameters": sum(p.numel() for p in model.parameters())}
+
+
+
+def preset_for(config: RunConfig, preset: str) -> dict[str, Any]:
+    """The config with `preset` applied, its rank and steps recommended from the data and the model."""
+    from studio_core.train.presets import recommend_preset
+
+    new, reasons = recommend_preset(config, preset, studio_home())
+    return {"config": new, "reasons": reasons}

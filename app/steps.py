@@ -14,7 +14,8 @@ WHAT_IT_DOES = {
        "digests of its weights and tokenizer recorded.",
     3: "One go/no-go report before a long run: target modules, trainable share, memory against what this machine "
        "has, precision support, truncation, rank sanity, and a time estimate from a measured micro-run.",
-    4: "Build the PEFT model (LoRA, or QLoRA on a 4-bit base) on the base model's attention and MLP projections.",
+    4: "Build the PEFT model with any of 14 methods (LoRA, QLoRA, DoRA, rsLoRA, PiSSA, AdaLoRA, IA3, LoHa, LoKr, "
+       "OFT, BOFT, VeRA, prefix, prompt tuning) on the architecture's projections; a preset fills every setting.",
     5: "2:4 masks on the base weights, with adapter updates kept inside the sparsity pattern.",
     6: "Train with gradient accumulation, mixed precision, evaluation every N steps, early stopping, checkpoints, "
        "resume and cancel; then save the adapter and a checked merged model.",

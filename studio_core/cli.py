@@ -18,6 +18,8 @@ from rich.table import Table
 
 from studio_core.errors import InputError, StudioError
 
+PRESET_CHOICES = ("quick_try", "balanced", "max_quality", "low_memory")  # studio_core.train.presets.PRESET_IDS
+
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # no inserted line breaks: errors stay greppable
 
 
@@ -35,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="Shortcut for --set data.path=PATH.")
     run.add_argument("--model", help="Shortcut for --set model.ref=REF.")
     run.add_argument("--method", help="Shortcut for --set method.name=NAME.")
+    run.add_argument("--preset", choices=PRESET_CHOICES,
+                     help="Use-case preset: sets the method and every training setting, the rank and steps "
+                     "recommended from the data (--set still overrides it).")
     run.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                      help="Override one field, e.g. --set training.max_steps=50 (values parse as JSON).")
     run.add_argument("--simulate", action="store_true",
@@ -42,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_ID", help="Continue an interrupted or cancelled run.")
     run.add_argument("--home", help=home_help)
 
+    sub.add_parser("methods", help="List the PEFT methods: what each trains, mergeable, 4-bit base, layers.")
     runs = sub.add_parser("runs", help="List the runs in the studio home.")
     runs.add_argument("--home", help=home_help)
     schema = sub.add_parser("schema", help="Print the run config's JSON schema.")
@@ -79,16 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_run_config(args: argparse.Namespace):
     """The RunConfig a `run` invocation means: file, then shortcut flags, then --set, then --simulate."""
-    from studio_core.config import apply_overrides, load_config
+    from studio_core.config import apply_overrides, load_config, validate_config
 
     data: dict[str, Any] = load_config(args.config).model_dump() if args.config else {}
     shortcuts = {"data.path": args.data, "model.ref": args.model, "method.name": args.method}
     assignments = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.assignments
     data = apply_overrides(data, assignments)
+    if getattr(args, "preset", None):  # from the data and model chosen above; explicit --set values still win
+        from studio_core.train.presets import recommend_preset
+
+        data, reasons = recommend_preset(validate_config(data), args.preset, args.home)
+        err.print(f"[bold]preset {args.preset}[/]:\n" + "\n".join(f"  - {escape(r)}" for r in reasons))
+        data = apply_overrides(data, args.assignments)
     if args.simulate:
         data["simulate"] = True
-    from studio_core.config import validate_config
-
     return validate_config(data)
 
 
@@ -297,7 +307,20 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
+def cmd_methods(args: argparse.Namespace) -> int:
+    from studio_core.train.methods import method_table
+
+    rows = method_table()
+    table = Table(title="PEFT methods (--method ID)")
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(("yes" if v is True else "no" if v is False else str(v)) for v in row.values()))
+    Console().print(table)
+    return 0
+
+
+COMMANDS = {"methods": cmd_methods, "run": cmd_run, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
             "verify": cmd_verify, "promote": cmd_promote}
 
 

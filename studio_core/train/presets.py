@@ -27,31 +27,34 @@ class Preset:
     method_params: dict[str, Any] = field(default_factory=dict)
 
 
+_STABLE = {"weight_decay": 0.0, "max_grad_norm": 1.0}  # no decay on adapters; clipping guards early steps
 PRESETS: dict[str, Preset] = {p.id: p for p in (
     Preset("quick_try", "Quick try", "see the whole loop work in a few minutes on a CPU; not for a model you ship",
            "lora", 0.5,
            {"max_steps": 30, "per_device_batch_size": 4, "gradient_accumulation_steps": 1, "learning_rate": 1e-3,
             "lr_scheduler": "linear", "warmup_ratio": 0.0, "eval_steps": 10, "save_steps": 10,
-            "early_stopping_patience": 0, "gradient_checkpointing": False, "eval_rows": 16}),
+            "early_stopping_patience": 0, "gradient_checkpointing": False, "eval_rows": 16, **_STABLE}),
     Preset("balanced", "Balanced", "a sound default: LoRA on every projection, a few hundred steps, early stopping",
            "lora", 1.0,
            {"max_steps": 200, "per_device_batch_size": 4, "gradient_accumulation_steps": 4, "learning_rate": 2e-4,
             "lr_scheduler": "cosine", "warmup_ratio": 0.05, "eval_steps": 20, "save_steps": 40,
-            "early_stopping_patience": 3, "gradient_checkpointing": False, "eval_rows": 64}),
+            "early_stopping_patience": 3, "gradient_checkpointing": False, "eval_rows": 64, **_STABLE}),
     Preset("max_quality", "Max quality", "the most the data supports: DoRA at twice the rank, a larger effective "
            "batch, a lower learning rate and more steps", "dora", 2.0,
            {"max_steps": 600, "per_device_batch_size": 4, "gradient_accumulation_steps": 8, "learning_rate": 1e-4,
             "lr_scheduler": "cosine", "warmup_ratio": 0.05, "eval_steps": 50, "save_steps": 100,
-            "early_stopping_patience": 4, "gradient_checkpointing": False, "eval_rows": 128},
+            "early_stopping_patience": 4, "gradient_checkpointing": False, "eval_rows": 128, **_STABLE},
            {"dropout": 0.05}),
     Preset("low_memory", "Low memory", "fit the smallest machine: QLoRA (4-bit base), gradient checkpointing, one "
            "example per pass with the effective batch kept by accumulation", "qlora", 0.5,
            {"max_steps": 200, "per_device_batch_size": 1, "gradient_accumulation_steps": 16,
             "learning_rate": 2e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.05, "eval_steps": 20,
-            "save_steps": 40, "early_stopping_patience": 3, "gradient_checkpointing": True, "eval_rows": 32}),
+            "save_steps": 40, "early_stopping_patience": 3, "gradient_checkpointing": True, "eval_rows": 32,
+            **_STABLE}),
 )}
 PRESET_IDS = tuple(PRESETS)
 RANK_MIN, RANK_MAX = 4, 128
+MAX_EPOCHS = 3
 KEPT_TRAINING = ("enabled", "seed", "backend", "precision")  # the user's machine and reproducibility, not the recipe
 
 
@@ -118,6 +121,23 @@ def recommend_rank(stats: DataStats | None, hidden_size: int | None, scale: floa
     return RankAdvice(final, reasons)
 
 
+def _steps_for_data(preset: Preset, stats: DataStats | None) -> tuple[dict[str, Any], str | None]:
+    """The preset's training recipe, its steps capped at MAX_EPOCHS passes over a small dataset."""
+    recipe = dict(preset.training)
+    if stats is None:
+        return recipe, None
+    per_step = recipe["per_device_batch_size"] * recipe["gradient_accumulation_steps"]
+    cap = max(10, math.ceil(MAX_EPOCHS * stats.train_rows / per_step))
+    if cap >= recipe["max_steps"]:
+        return recipe, None
+    eval_steps = max(1, min(recipe["eval_steps"], cap // 5))
+    save_steps = eval_steps * max(1, recipe["save_steps"] // recipe["eval_steps"])
+    recipe.update(max_steps=cap, eval_steps=eval_steps, save_steps=min(save_steps, cap - cap % eval_steps))
+    return recipe, (f"steps capped at {cap} ({MAX_EPOCHS} passes over {stats.train_rows:,} rows at {per_step} "
+                    f"examples a step, instead of {preset.training['max_steps']}): more passes over a small "
+                    "dataset memorise it")
+
+
 def apply_preset(data: dict[str, Any], preset_id: str, stats: DataStats | None = None,
                  hidden_size: int | None = None) -> tuple[dict[str, Any], list[str]]:
     """Config data with the preset's method and training set in full; returns it and why each choice."""
@@ -127,13 +147,30 @@ def apply_preset(data: dict[str, Any], preset_id: str, stats: DataStats | None =
                            preset.method)
     method.update(r=advice.r, alpha=float(2 * advice.r), **preset.method_params)
     kept = {k: v for k, v in data.get("training", {}).items() if k in KEPT_TRAINING}
-    training = TrainingConfig(**{**preset.training, **kept})
+    recipe, steps_reason = _steps_for_data(preset, stats)
+    training = TrainingConfig(**{**recipe, **kept})
     reasons = [f"{preset.title}: {preset.purpose}", *advice.reasons,
                f"alpha = 2 x r = {2 * advice.r}: the update's scale stays the same when r changes",
                f"{preset.method} with {training.max_steps} steps of {training.per_device_batch_size} x "
                f"{training.gradient_accumulation_steps} examples at learning rate {training.learning_rate:g}"]
+    if steps_reason:
+        reasons.append(steps_reason)
     if stats is not None:
         epochs = training.max_steps * training.per_device_batch_size * training.gradient_accumulation_steps \
             / max(1, stats.train_rows)
         reasons.append(f"that is {epochs:.2f} passes over the {stats.train_rows:,} training rows")
     return {**data, "method": method, "training": training.model_dump(mode="json")}, reasons
+
+
+def recommend_preset(config, preset_id: str, home=None) -> tuple[dict[str, Any], list[str]]:
+    """`apply_preset` with the statistics of the config's data (prepared as a run would) and its model's width."""
+    from transformers import AutoConfig
+
+    from studio_core.data.prepare import prepare_data
+    from studio_core.models.resolve import load_tokenizer, resolve_model
+    from studio_core.runs import model_cache_dir, studio_home
+
+    resolved = resolve_model(config.model.ref, model_cache_dir(studio_home(home)), config.model.revision)
+    data = prepare_data(config.data, lambda: load_tokenizer(resolved))
+    hidden = getattr(AutoConfig.from_pretrained(resolved.path), "hidden_size", None)
+    return apply_preset(config.model_dump(mode="json"), preset_id, data_stats(data), hidden)

@@ -45,7 +45,10 @@ def test_every_step_page_shows_every_field_of_its_section(page: Path, studio_env
     number = int(page.name[:2])
     section = SECTIONS[number - 1]
     keys = {w.key for kind in (at.text_input, at.number_input, at.selectbox, at.checkbox) for w in kind}
-    for name in RunConfig.model_fields[section].annotation.model_fields:
+    from studio_core.config import method_section
+
+    model = method_section("lora") if section == "method" else RunConfig.model_fields[section].annotation
+    for name in model.model_fields:
         assert f"field:{section}.{name}" in keys, f"{section}.{name} has no widget on step {number}"
     help_texts = {w.help for w in at.checkbox if w.key == f"field:{section}.enabled"}
     assert help_texts and all(help_texts)  # the field's description is the widget's help
@@ -143,3 +146,38 @@ def test_model_page_lists_the_module_names(studio_env: Path) -> None:
     assert "`c_attn`" in text and "gpt2" in text
     names = at.dataframe[0].value
     assert any("c_attn" in row for row in names["names"])
+
+
+def test_choosing_a_method_shows_its_own_parameters_and_invalid_ones_are_marked(studio_env: Path) -> None:
+    at = _run(MAIN)
+    at.switch_page(str(ROOT / "pages" / "04_training_init.py")).run()
+    assert at.selectbox(key="field:method.name").options[:5] == ["lora", "qlora", "dora", "rslora", "pissa"]
+    at.selectbox(key="field:method.name").set_value("adalora").run()
+    assert not at.exception, [e.value for e in at.exception]
+    keys = {w.key for kind in (at.text_input, at.number_input, at.selectbox, at.checkbox) for w in kind}
+    assert {"field:method.init_r", "field:method.target_r", "field:method.warmup_fraction"} <= keys
+    assert "field:method.r" not in keys
+    assert at.session_state["run_config"]["method"]["init_r"] == 12  # AdaLoRA's defaults, not LoRA's leftovers
+    at.number_input(key="field:method.target_r").set_value(20).run()
+    assert any("set target_r <= init_r" in e.value for e in at.error)
+    assert at.sidebar.button(key="sidebar:start").disabled is True
+    at.selectbox(key="field:method.name").set_value("prompt").run()
+    keys = {w.key for kind in (at.text_input, at.number_input, at.selectbox, at.checkbox) for w in kind}
+    assert "field:method.virtual_tokens" in keys and "field:method.target_modules" not in keys
+    assert "method.name=prompt" in at.sidebar.code[0].value
+
+
+def test_a_preset_fills_the_method_and_training_and_explains_the_rank(studio_env: Path) -> None:
+    at = _run(MAIN)
+    at.number_input(key="field:data.demo_rows").set_value(120).run()
+    at.session_state["run_config"]["model"]["ref"] = "tiny-random:llama"
+    at.switch_page(str(ROOT / "pages" / "04_training_init.py")).run()
+    at.selectbox(key="preset:choice").set_value("low_memory").run()
+    at.button(key="preset:apply").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    config = at.session_state["run_config"]
+    assert config["method"]["name"] == "qlora" and config["training"]["per_device_batch_size"] == 1
+    assert at.selectbox(key="field:method.name").value == "qlora"  # the form shows what was applied
+    why = " ".join(m.value for m in at.markdown)
+    assert "108 training rows x" in why and "rounded to a power of two" in why
+    assert config["training"]["max_steps"] == 21 and "3 passes over 108 rows" in why  # not 200 steps on 108 rows
