@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app.previews import preset_for
+from app.previews import fit_for, preset_for
 from app.session import replace_config
 from app.steps import preview_button, step_page
 from studio_core.train.methods import method_table
@@ -25,10 +25,26 @@ def _apply(config):
 
 applied = preview_button("Apply preset", key="preset:apply", spinner="Reading the data to recommend a rank...",
                          compute=_apply)
-if st.session_state.pop("preset:rerun", False):
-    st.rerun()
 if applied:
     st.success(f"Applied {applied['config']['method']['name']} with r={applied['config']['method'].get('r')}. Why:")
     st.markdown("\n".join(f"- {reason}" for reason in applied["reasons"]))
+st.subheader("Fit to this machine")
+st.caption("Estimates training memory for these settings and, where it exceeds the budget, turns on gradient "
+           "checkpointing, then trades batch size for accumulation, then moves LoRA to QLoRA.")
+
+
+def _fit(config):
+    result = fit_for(config)
+    replace_config(result["config"])
+    st.session_state["preset:rerun"] = True
+    return result
+
+
+fitted = preview_button("Fit to this machine", key="fit:apply", spinner="Estimating memory...", compute=_fit)
+if st.session_state.pop("preset:rerun", False):
+    st.rerun()
+if fitted:
+    (st.success if fitted["fits"] else st.error)("Fits." if fitted["fits"] else "Does not fit yet.")
+    st.markdown("\n".join(f"- {reason}" for reason in fitted["reasons"]))
 with st.expander("Every method"):
     st.dataframe(method_table(), hide_index=True)

@@ -181,3 +181,18 @@ def test_a_preset_fills_the_method_and_training_and_explains_the_rank(studio_env
     why = " ".join(m.value for m in at.markdown)
     assert "108 training rows x" in why and "rounded to a power of two" in why
     assert config["training"]["max_steps"] == 21 and "3 passes over 108 rows" in why  # not 200 steps on 108 rows
+
+
+def test_fit_to_this_machine_changes_what_does_not_fit_and_says_why(studio_env: Path) -> None:
+    at = _run(MAIN)
+    at.session_state["run_config"]["model"]["ref"] = "tiny-random:llama"
+    at.switch_page(str(ROOT / "pages" / "06_training_exec.py")).run()
+    at.number_input(key="field:training.per_device_batch_size").set_value(100_000).run()
+    at.switch_page(str(ROOT / "pages" / "04_training_init.py")).run()
+    at.button(key="fit:apply").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    training = at.session_state["run_config"]["training"]
+    assert training["gradient_checkpointing"] is True and training["per_device_batch_size"] < 100_000
+    assert training["per_device_batch_size"] * training["gradient_accumulation_steps"] == 100_000 * 2
+    why = " ".join(m.value for m in at.markdown)
+    assert "gradient checkpointing on" in why and "examples per optimizer step" in why

@@ -1,0 +1,126 @@
+"""Fit a run to this machine's memory: the changes, in the order that costs the least, each with its reason.
+
+Order: gradient checkpointing (costs ~30% more compute, keeps the result), then a smaller per-device batch with
+more accumulation (same effective batch, same result, slower), then QLoRA instead of LoRA (a 4-bit base: a
+seventh of the weight memory, a slightly different model). What still does not fit says what is left to change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from studio_core.hardware.memory import GIB, MemoryEstimate, estimate_training_memory, model_shape
+
+
+@dataclass
+class Fit:
+    fits: bool
+    changes: dict[str, Any] = field(default_factory=dict)  # dotted config path -> value
+    reasons: list[str] = field(default_factory=list)
+    estimate: MemoryEstimate | None = None
+    budget: float = 0.0
+
+
+def estimate_for(cfg, model_config, base_params: int, adapter_params: int, precision: str) -> MemoryEstimate:
+    """The training-memory estimate of `cfg` on a model with this config and these parameter counts."""
+    from studio_core.train.methods import get_method
+
+    return estimate_training_memory(
+        base_params=base_params, adapter_params=adapter_params, **model_shape(model_config),
+        batch=cfg.training.per_device_batch_size, seq_len=cfg.data.max_length,
+        weight_format="nf4" if get_method(cfg.method.name).loads_in_4bit else "fp32", compute=precision,
+        gradient_checkpointing=cfg.training.gradient_checkpointing,
+        adapter_dropout=getattr(cfg.method, "dropout", 0.0) > 0,
+    )
+
+
+def with_changes(cfg, changes: dict[str, Any]):
+    """`cfg` with dotted-path changes (method.name switches the method section, keeping its shared fields)."""
+    from studio_core.config import switch_method
+
+    data = cfg.model_dump(mode="json")
+    for path, value in changes.items():
+        section, name = path.split(".")
+        if path == "method.name":
+            data["method"] = switch_method(data["method"], value)
+        else:
+            data[section][name] = value
+    return type(cfg).model_validate(data)
+
+
+def fit_to_memory(cfg, model_config, base_params: int, adapter_params: int, precision: str,
+                  budget: float) -> Fit:
+    """The least costly changes that bring the estimate under `budget` bytes, with why each was made."""
+    changes: dict[str, Any] = {}
+    reasons: list[str] = []
+
+    def estimate():
+        return estimate_for(with_changes(cfg, changes), model_config, base_params, adapter_params, precision)
+
+    current = estimate()
+    reasons.append(f"estimated {current.total / GIB:.2f} GiB against a budget of {budget / GIB:.2f} GiB")
+    if current.total <= budget:
+        reasons.append("fits as configured: nothing to change")
+        return Fit(True, changes, reasons, current, budget)
+    if not cfg.training.gradient_checkpointing:
+        changes["training.gradient_checkpointing"] = True
+        current = estimate()
+        reasons.append(f"gradient checkpointing on: activations are recomputed in the backward pass instead of "
+                       f"kept (about 30% more compute): {current.total / GIB:.2f} GiB")
+    batch, accumulation = cfg.training.per_device_batch_size, cfg.training.gradient_accumulation_steps
+    while current.total > budget and batch > 1:
+        smaller = next(d for d in range(batch // 2, 0, -1) if batch % d == 0)  # keeps batch x accumulation exact
+        batch, accumulation = smaller, accumulation * (batch // smaller)
+        changes.update({"training.per_device_batch_size": batch, "training.gradient_accumulation_steps": accumulation})
+        current = estimate()
+        reasons.append(f"batch {batch} x accumulation {accumulation}: the same {batch * accumulation} examples per "
+                       f"optimizer step, fewer at once: {current.total / GIB:.2f} GiB")
+    if current.total > budget and cfg.method.name == "lora":
+        changes["method.name"] = "qlora"
+        current = estimate()
+        reasons.append(f"qlora instead of lora: the frozen base in 4-bit NF4 takes about a seventh of its fp32 "
+                       f"memory: {current.total / GIB:.2f} GiB")
+    fits = current.total <= budget
+    if not fits:
+        reasons.append(f"still {current.total / GIB:.2f} GiB over {budget / GIB:.2f} GiB: lower data.max_length "
+                       f"(activations and logits grow with it) or choose a smaller model")
+    return Fit(fits, changes, reasons, current, budget)
+
+
+def memory_budget(profile, headroom: float) -> tuple[float, float, str]:
+    """(available bytes, budget bytes, device): the first GPU's free memory where CUDA runs, else free RAM."""
+    on_gpu = bool(profile.gpus) and profile.cuda_available and profile.gpus[0].memory_free_gb is not None
+    available = (profile.gpus[0].memory_free_gb if on_gpu else profile.ram_available_gb) * GIB
+    return available, available * headroom, "cuda:0" if on_gpu else "cpu"
+
+
+def fit_config(cfg, home=None) -> Fit:
+    """`fit_to_memory` for a config on this machine: its model counted on the meta device (nothing loaded)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from studio_core.hardware.profile import hardware_profile
+    from studio_core.models.resolve import resolve_model
+    from studio_core.models.targets import default_target_modules
+    from studio_core.runs import model_cache_dir, studio_home
+    from studio_core.train.methods import BuildContext, apply_method, count_parameters, rewrites_base
+    from studio_core.train.precision import resolve_precision
+
+    profile = hardware_profile(studio_home(home))
+    resolved = resolve_model(cfg.model.ref, model_cache_dir(studio_home(home)), cfg.model.revision)
+    model_config = AutoConfig.from_pretrained(resolved.path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config)
+    _, base_params = count_parameters(model)
+    section = cfg.method
+    targets = section.target_modules if getattr(section, "target_modules", "auto") != "auto" else \
+        default_target_modules(model, section.name)
+    if rewrites_base(section):
+        from studio_core.config import method_config  # same shapes; an SVD or QR init cannot run on meta
+
+        section = method_config("lora", r=section.r, target_modules=targets)
+    adapter_params, _ = count_parameters(apply_method(model, section, targets, BuildContext(loftq=False)))
+    _, budget, _ = memory_budget(profile, cfg.preflight.memory_headroom)
+    precision = resolve_precision(cfg.training.precision, profile)
+    return fit_to_memory(cfg, model_config, base_params, adapter_params, precision, budget)

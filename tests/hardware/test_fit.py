@@ -1,0 +1,51 @@
+"""Fitting a run into the memory there is: cheapest changes first, each with its reason."""
+
+from types import SimpleNamespace
+
+from studio_core.config import validate_config
+from studio_core.hardware.fit import estimate_for, fit_to_memory
+from studio_core.hardware.memory import GIB
+
+SMOLLM2 = SimpleNamespace(hidden_size=576, num_attention_heads=9, num_key_value_heads=3, num_hidden_layers=30,
+                          intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True)
+BASE, ADAPTER = 134_515_008, 4_884_480
+
+
+def config(**training):
+    return validate_config({"training": {"per_device_batch_size": 8, "gradient_accumulation_steps": 2, **training},
+                            "data": {"max_length": 1024}})
+
+
+def test_a_run_that_fits_is_left_alone():
+    fit = fit_to_memory(config(), SMOLLM2, BASE, ADAPTER, "fp32", budget=100 * GIB)
+    assert fit.fits and fit.changes == {} and "nothing to change" in fit.reasons[-1]
+
+
+def test_checkpointing_comes_first_then_smaller_batches_keeping_the_effective_batch():
+    cfg = config()
+    full = estimate_for(cfg, SMOLLM2, BASE, ADAPTER, "fp32").total
+    checkpointed = estimate_for(cfg.model_copy(update={"training": cfg.training.model_copy(
+        update={"gradient_checkpointing": True})}), SMOLLM2, BASE, ADAPTER, "fp32").total
+    fit = fit_to_memory(cfg, SMOLLM2, BASE, ADAPTER, "fp32", budget=(checkpointed + full) / 2)
+    assert fit.fits and fit.changes == {"training.gradient_checkpointing": True}
+    tight = fit_to_memory(cfg, SMOLLM2, BASE, ADAPTER, "fp32", budget=checkpointed * 0.6)
+    assert tight.changes["training.gradient_checkpointing"] is True
+    b, a = tight.changes["training.per_device_batch_size"], tight.changes["training.gradient_accumulation_steps"]
+    assert b < 8 and b * a == 16 and tight.estimate.total <= tight.budget
+    assert any("the same 16 examples per optimizer step" in r for r in tight.reasons)
+
+
+def test_qlora_is_the_last_resort_and_what_still_does_not_fit_says_what_is_left():
+    cfg = config()
+    one = fit_to_memory(cfg, SMOLLM2, BASE, ADAPTER, "fp32", budget=0.0)
+    assert one.changes["training.per_device_batch_size"] == 1 and one.changes["method.name"] == "qlora"
+    assert not one.fits and "lower data.max_length" in one.reasons[-1]
+    steps = [float(r.rsplit(": ", 1)[1].split()[0]) for r in one.reasons[1:-1]]
+    assert steps == sorted(steps, reverse=True) and any("qlora instead of lora" in r for r in one.reasons)
+
+
+def test_an_odd_batch_shrinks_by_a_divisor_so_the_effective_batch_stays_exact():
+    fit = fit_to_memory(config(per_device_batch_size=6, gradient_accumulation_steps=1), SMOLLM2, BASE, ADAPTER,
+                        "fp32", budget=0.0)
+    seen = [(int(r.split()[1]), int(r.split()[4].rstrip(":"))) for r in fit.reasons if r.startswith("batch ")]
+    assert seen == [(3, 2), (1, 6)]
