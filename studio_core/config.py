@@ -290,9 +290,9 @@ def method_problems(config: RunConfig) -> list[Problem]:
             problems.append(Problem("method.final_fraction", "warmup_fraction + final_fraction leave no step of "
                                     f"training.max_steps={config.training.max_steps} to prune ranks in; lower "
                                     "them or raise training.max_steps"))
-    if isinstance(m, IA3Method) and isinstance(m.feedforward_modules, list):
-        if isinstance(m.target_modules, list) and not set(m.feedforward_modules) <= set(m.target_modules):
-            extra = sorted(set(m.feedforward_modules) - set(m.target_modules))
+    if isinstance(m, IA3Method) and isinstance(m.feedforward_modules, list) and isinstance(m.target_modules, list):
+        extra = sorted(set(m.feedforward_modules) - set(m.target_modules))
+        if extra:
             problems.append(Problem("method.feedforward_modules", f"{', '.join(extra)} not in "
                                     "method.target_modules: feed-forward modules must be a subset of the targets"))
     if isinstance(m, PromptMethod):

@@ -90,7 +90,8 @@ def _metrics(run: RunDir) -> dict[str, Any]:
     last_train = next((m for m in reversed(lines) if "loss" in m), None)
     last_eval = next((m for m in reversed(lines) if "val_loss" in m), None)
     training = _read_json(run.artifacts / "training.json") or {}
-    best = {k: training.get(k) for k in ("best_val_loss", "best_checkpoint") if k in training}
+    best = {k: training.get(k) for k in ("best_val_loss", "best_checkpoint", "best_checkpoint_val_loss")
+            if k in training}
     return {"final": {"train": last_train, "eval": last_eval}, "best": best or None,
             "evaluation": _read_json(run.artifacts / "eval" / "metrics.json")}
 

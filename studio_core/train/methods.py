@@ -208,10 +208,9 @@ def fit_problems(model, section, targets: list[str]) -> list[Problem]:
         problems.append(Problem("method.name", f"{method.title} can only wrap {', '.join(method.layer_types)} "
                                 f"layers; {', '.join(wrong)} are not. Use {alternatives or 'another method'}, or "
                                 "set method.target_modules to linear layers only"))
-    if section.name == "lora" and getattr(section, "init", "") == "olora":
-        if any(type(mod).__name__ == "Conv1D" for _, mod in modules):
-            problems.append(Problem("method.init", "olora cannot factor GPT-2 style Conv1D weights (stored "
-                                    "transposed); use init=default"))
+    if getattr(section, "init", "") == "olora" and any(type(mod).__name__ == "Conv1D" for _, mod in modules):
+        problems.append(Problem("method.init", "olora cannot factor GPT-2 style Conv1D weights (stored "
+                                "transposed); use init=default"))
     if section.name in ("oft", "boft"):
         bad = sorted({f"{path.rsplit('.', 1)[-1]} ({_in_features(mod)})" for path, mod in modules
                       if _in_features(mod) % section.block_size})

@@ -151,8 +151,8 @@ def apply_preset(data: dict[str, Any], preset_id: str, stats: DataStats | None =
     training = TrainingConfig(**{**recipe, **kept})
     reasons = [f"{preset.title}: {preset.purpose}", *advice.reasons,
                f"alpha = 2 x r = {2 * advice.r}: the update's scale stays the same when r changes",
-               f"{preset.method} with {training.max_steps} steps of {training.per_device_batch_size} x "
-               f"{training.gradient_accumulation_steps} examples at learning rate {training.learning_rate:g}"]
+               (f"{preset.method} with {training.max_steps} steps of {training.per_device_batch_size} x "
+                f"{training.gradient_accumulation_steps} examples at learning rate {training.learning_rate:g}")]
     if steps_reason:
         reasons.append(steps_reason)
     if stats is not None:

@@ -62,12 +62,13 @@ def test_without_data_statistics_it_says_so():
 
 
 def test_data_stats_count_distinct_answers_over_the_whole_split():
-    class Prepared:
-        train_tokens = [TokenizedExample([1, 2, 3], [-100, 2, 3], 3), TokenizedExample([1, 2, 3], [-100, 2, 3], 3),
-                        TokenizedExample([1, 4], [-100, 4], 2), TokenizedExample([5, 4], [-100, 4], 2)]
-        report = {"rows": {"train": 400}}
+    from types import SimpleNamespace
 
-    stats = data_stats(Prepared())
+    prepared = SimpleNamespace(
+        train_tokens=[TokenizedExample([1, 2, 3], [-100, 2, 3], 3), TokenizedExample([1, 2, 3], [-100, 2, 3], 3),
+                      TokenizedExample([1, 4], [-100, 4], 2), TokenizedExample([5, 4], [-100, 4], 2)],
+        report={"rows": {"train": 400}})
+    stats = data_stats(prepared)
     assert stats == DataStats(train_rows=400, supervised_tokens_per_row=1.5, distinct_answer_share=0.5)
 
 

@@ -220,3 +220,22 @@ def test_qlora_gradients_after_an_evaluation_equal_those_without_one(tmp_path):
     assert reference.keys() == after_eval.keys()
     for name in reference:
         torch.testing.assert_close(after_eval[name], reference[name], rtol=1e-3, atol=1e-6, msg=name)
+
+
+def test_early_stopping_ships_the_best_checkpoint_and_reports_its_own_val_loss(tmp_path):
+    from safetensors.torch import load_file
+
+    # A learning rate this high overshoots within a few steps, so validation loss stops improving.
+    run = workflow.run(tiny_config(max_steps=30, eval_steps=1, save_steps=2, learning_rate=0.3,
+                                   early_stopping_patience=2), tmp_path)
+    summary = read(run, "training.json")
+    assert summary["stopped_early"] and summary["steps"] < 30
+    evals = {m["step"]: m["val_loss"] for m in run.metrics() if "val_loss" in m and m["step"] > 0}
+    best_step = int(summary["best_checkpoint"].rsplit("-", 1)[1])
+    assert best_step % 2 == 0  # a checkpoint step
+    assert summary["best_checkpoint_val_loss"] == pytest.approx(evals[best_step], rel=1e-6)
+    assert summary["best_checkpoint_val_loss"] == min(v for s, v in evals.items() if s % 2 == 0)
+    assert summary["best_val_loss"] == pytest.approx(min(evals.values()), rel=1e-6)
+    shipped = load_file(run.artifacts / "adapter" / "adapter_model.safetensors")
+    kept = load_file(run.path / "checkpoints" / summary["best_checkpoint"] / "adapter_model.safetensors")
+    assert shipped.keys() == kept.keys() and all((shipped[k] == kept[k]).all() for k in shipped)
