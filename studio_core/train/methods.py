@@ -272,8 +272,12 @@ def apply_method(model, section, targets: list[str], context: BuildContext | Non
 
 def _loftq_init(peft_model, context: BuildContext) -> None:
     """LoftQ for QLoRA: set each adapter so that the 4-bit weight plus B @ A approximates the original weight."""
+    import torch
     from peft import replace_lora_weights_loftq
 
+    if not torch.cuda.is_available():  # peft quantizes each weight on the GPU to measure the error
+        raise ConfigError(Problem("method.init", "loftq initialisation needs a CUDA GPU (peft's "
+                                  "replace_lora_weights_loftq); none is visible, so use init=default here"))
     if not context.model_dir:
         raise ConfigError(Problem("method.init", "loftq needs the base model's safetensors folder"))
     files = sorted(Path(context.model_dir).glob("*.safetensors"))

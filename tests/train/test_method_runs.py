@@ -92,3 +92,12 @@ def test_virtual_token_methods_train_and_ship_the_adapter_alone(tmp_path, method
     with torch.no_grad():
         out = tuned.generate(input_ids=torch.tensor([[5, 17, 99]]), max_new_tokens=3, do_sample=False)
     assert out.shape[1] == 6
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without CUDA")
+def test_loftq_without_a_gpu_is_refused_at_training_init_naming_the_fix(tmp_path):
+    from studio_core.workflow import StageFailed
+
+    with pytest.raises(StageFailed) as e:
+        method_run(tmp_path, {"name": "qlora", "init": "loftq", "r": 4})
+    assert e.value.stage.number == 4 and "method.init" in str(e.value) and "use init=default" in str(e.value)
