@@ -13,10 +13,10 @@ from typing import Any
 
 from studio_core.config import RunConfig
 from studio_core.data.prepare import PreparedData
-from studio_core.hardware.memory import GIB, estimate_training_memory
+from studio_core.hardware.memory import GIB
 from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
 from studio_core.train.batching import collate
-from studio_core.train.methods import count_parameters, get_method
+from studio_core.train.methods import count_parameters, fit_problems, get_method
 from studio_core.train.precision import autocast, resolve_precision
 
 
@@ -45,8 +45,13 @@ def check_precision(report: PreflightReport, requested: str, profile) -> str:
     return precision
 
 
-def check_targets(report: PreflightReport, model, requested) -> list[str]:
-    targets = default_target_modules(model) if requested == "auto" else list(requested)
+def check_targets(report: PreflightReport, model, section) -> list[str]:
+    """Target modules exist, and the method can wrap them (layer types, block sizes, 4-bit base)."""
+    if not get_method(section.name).targeted:
+        report.facts["target_modules"] = None  # prefix/prompt tuning adapts no module
+        return []
+    requested = section.target_modules
+    targets = default_target_modules(model, section.name) if requested == "auto" else list(requested)
     report.facts["target_modules"] = targets
     missing = missing_targets(model, targets)
     if missing:
@@ -54,6 +59,8 @@ def check_targets(report: PreflightReport, model, requested) -> list[str]:
         report.errors.append(
             f"method.target_modules: {', '.join(missing)} not found in the model. Its modules by type: {groups}"
         )
+    else:
+        report.errors.extend(f"{p.field}: {p.message}" for p in fit_problems(model, section, targets))
     return targets
 
 
@@ -72,22 +79,40 @@ def check_tokens(report: PreflightReport, data: PreparedData, max_length: int) -
                                f"longer than data.max_length={max_length} (p95 {stats['p95']}, max {stats['max']})")
 
 
-def check_rank(report: PreflightReport, cfg: RunConfig, adapter_params: int, data: PreparedData) -> None:
-    # Judged against the full training split: a simulation's 64-row slice would always look too small.
-    rows = data.report["rows"]["train"]
-    per_row = sum(e.supervised_tokens for e in data.train_tokens) / max(1, len(data.train_tokens))
-    supervised, r = int(per_row * rows), cfg.method.r
-    report.facts["rank"] = {"r": r, "train_rows": rows, "supervised_train_tokens": supervised}
-    report.facts["rank"]["adapter_parameters_per_supervised_token"] = round(adapter_params / max(1, supervised), 2)
-    if r > 64 and rows < 1000:
+RANKED = {"lora": "r", "qlora": "r", "dora": "r", "rslora": "r", "pissa": "r", "loha": "r", "lokr": "r",
+          "adalora": "target_r"}  # methods whose rank plays LoRA's role (VeRA's r is its frozen projections')
+
+
+def check_rank(report: PreflightReport, cfg: RunConfig, adapter_params: int, data: PreparedData,
+               hidden_size: int | None) -> None:
+    """The configured rank against the one recommended for this data and model (judged on the full split)."""
+    from studio_core.train.presets import data_stats, recommend_rank
+
+    stats = data_stats(data)
+    advice = recommend_rank(stats, hidden_size)
+    supervised = int(stats.supervised_tokens_per_row * stats.train_rows)
+    field = RANKED.get(cfg.method.name)
+    r = getattr(cfg.method, field) if field else None
+    report.facts["rank"] = {
+        "r": r, "recommended_r": advice.r, "reasons": advice.reasons, "train_rows": stats.train_rows,
+        "supervised_train_tokens": supervised, "distinct_answer_share": round(stats.distinct_answer_share, 4),
+        "adapter_parameters_per_supervised_token": round(adapter_params / max(1, supervised), 2),
+    }
+    if r is None:
+        return
+    if r >= 4 * advice.r:
         report.warnings.append(
-            f"method.r={r} is high for {rows:,} training rows: the adapter can memorise them rather than learn the "
-            "task. r=8-16 is the usual range for a dataset this size"
+            f"method.{field}={r} is {r / advice.r:.0f}x the rank recommended for this data (r={advice.r}): the "
+            f"adapter can memorise {stats.train_rows:,} rows rather than learn the task. Why {advice.r}: "
+            + "; ".join(advice.reasons)
+        )
+    elif 4 * r <= advice.r:
+        report.warnings.append(
+            f"method.{field}={r} is low for this data (recommended r={advice.r}): it may not hold what "
+            f"{supervised:,} supervised tokens teach. Why {advice.r}: " + "; ".join(advice.reasons)
         )
     if r > 256:
-        report.warnings.append(f"method.r={r} is very high: memory and time grow with r for little gain")
-    if r < 4 and rows >= 5000:
-        report.warnings.append(f"method.r={r} is low for {rows:,} rows of data; r=8-16 keeps more of what they teach")
+        report.warnings.append(f"method.{field}={r} is very high: memory and time grow with r for little gain")
 
 
 def check_parameters(report: PreflightReport, peft_model) -> int:
@@ -102,25 +127,24 @@ def check_parameters(report: PreflightReport, peft_model) -> int:
 
 def check_memory(report: PreflightReport, cfg: RunConfig, model, adapter_params: int, base_params: int,
                  precision: str, profile) -> None:
-    c = model.config
-    estimate = estimate_training_memory(
-        base_params=base_params, adapter_params=adapter_params,
-        layers=c.num_hidden_layers, hidden=c.hidden_size, heads=c.num_attention_heads,
-        batch=cfg.training.per_device_batch_size, seq_len=cfg.data.max_length,
-        weight_format="nf4" if get_method(cfg.method.name).loads_in_4bit else "fp32", compute=precision,
-        gradient_checkpointing=cfg.training.gradient_checkpointing,
-    )
-    on_gpu = bool(profile.gpus) and profile.cuda_available
-    available = profile.gpus[0].memory_free_gb * GIB if on_gpu else profile.ram_available_gb * GIB
-    budget = available * cfg.preflight.memory_headroom
-    report.facts["memory_gib"] = {**estimate.as_gib(), "device": "cuda:0" if on_gpu else "cpu",
-                                  "available": round(available / GIB, 3), "budget": round(budget / GIB, 3)}
+    """The estimate against the budget; over it, the changes that would fit (`studio_core.hardware.fit`)."""
+    from studio_core.hardware.fit import estimate_for, fit_to_memory, memory_budget
+
+    available, budget, device = memory_budget(profile, cfg.preflight.memory_headroom)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    estimate = estimate_for(cfg, model.config, base_params, adapter_params, precision, kind)
+    report.facts["memory_gib"] = {**estimate.as_gib(), "device": device, "available": round(available / GIB, 3),
+                                  "budget": round(budget / GIB, 3)}
     if estimate.total > budget:
+        fit = fit_to_memory(cfg, model.config, base_params, adapter_params, precision, budget, kind)
+        changes = ", ".join(f"{k}={v}" for k, v in fit.changes.items())
+        advice = f"; it would fit with {changes}" if fit.fits else \
+            f"; even with {changes or 'no change'} it would be {fit.reasons[-1].removeprefix('still ')}"
+        report.facts["memory_fit"] = {"fits": fit.fits, "changes": fit.changes, "reasons": fit.reasons}
         report.errors.append(
             f"estimated training memory {estimate.total / GIB:.2f} GiB exceeds the {budget / GIB:.2f} GiB budget "
-            f"({cfg.preflight.memory_headroom:.0%} of {available / GIB:.2f} GiB free); lower "
-            "training.per_device_batch_size or data.max_length, turn on training.gradient_checkpointing, "
-            "or use method.name=qlora"
+            f"({cfg.preflight.memory_headroom:.0%} of {available / GIB:.2f} GiB free){advice} (the Training Init "
+            "page's 'Fit to this machine' applies it)"
         )
 
 

@@ -110,12 +110,12 @@ def preflight_check(ctx: RunContext) -> None:
     data = ctx.outputs["data"]
     pf.check_tokens(report, data, cfg.data.max_length)
     model = load_training_model(ctx, precision)
-    targets = pf.check_targets(report, model, cfg.method)
+    pf.check_targets(report, model, cfg.method)
     if not report.errors:
         _, base_params = count_parameters(model)
         peft_model, _ = build_peft_model(ctx, model)
         adapter = pf.check_parameters(report, peft_model)
-        pf.check_rank(report, cfg, adapter, data)
+        pf.check_rank(report, cfg, adapter, data, getattr(model.config, "hidden_size", None))
         pf.check_memory(report, cfg, model, adapter, base_params, precision, profile)
         if not report.errors:
             tok = tokenizer(ctx)
@@ -238,9 +238,22 @@ def training_exec(ctx: RunContext) -> None:
     summary = {"steps": outcome.steps, "max_steps": cfg.training.max_steps, "simulated": ctx.simulated,
                "stopped_early": outcome.stopped_early,
                "best_checkpoint": outcome.best_checkpoint and Path(outcome.best_checkpoint).name,
+               "best_checkpoint_val_loss": _val_loss_at(outcome.history, outcome.best_checkpoint),
                "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
     ctx.write_artifact("training.json", summary)
     _save_and_merge(ctx)
+
+
+def _val_loss_at(history: list[dict], checkpoint: str | None) -> float | None:
+    """The validation loss evaluated at a checkpoint's step: the adapter that ships when early stopping keeps it.
+
+    `best_val_loss` can belong to an evaluation between two checkpoints, so the two are reported separately.
+    """
+    if not checkpoint:
+        return None
+    step = int(Path(checkpoint).name.rsplit("-", 1)[-1])
+    losses = [h["eval_loss"] for h in history if h.get("step") == step and "eval_loss" in h]
+    return losses[-1] if losses else None
 
 
 SIMULATION_STEPS = {"max_steps": 12, "eval_steps": 4, "save_steps": 4}
@@ -298,12 +311,14 @@ def _check_reload(ctx: RunContext, adapter_dir: Path, batch: dict, swap: bool) -
 
     from studio_core.errors import StudioError
     from studio_core.train.merge import MERGE_TOLERANCE, relative_error
+    from studio_core.train.precision import autocast
 
     trained = ctx.outputs["peft_model"].eval()
-    device = next(trained.parameters()).device
-    reloaded = PeftModel.from_pretrained(_fresh_base(ctx), str(adapter_dir)).to(device).eval()
+    device, dtype = next(trained.parameters()).device, trained.get_base_model().dtype
+    reloaded = PeftModel.from_pretrained(_fresh_base(ctx).to(device=device, dtype=dtype), str(adapter_dir)).eval()
     inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-    with torch.no_grad():
+    # Both at the run's compute precision: the Trainer left the trained model's forward under bf16/fp16 autocast.
+    with torch.no_grad(), autocast(ctx.outputs["precision"], device.type):
         error = relative_error(trained(**inputs).logits.float(), reloaded(**inputs).logits.float())
     what = "trained model vs its saved adapter " + ("converted onto the original base" if swap else "reloaded")
     ctx.outputs["reload_check"] = {"relative_error": error, "tolerance": MERGE_TOLERANCE, "what": what}

@@ -22,7 +22,8 @@ class Fit:
     budget: float = 0.0
 
 
-def estimate_for(cfg, model_config, base_params: int, adapter_params: int, precision: str) -> MemoryEstimate:
+def estimate_for(cfg, model_config, base_params: int, adapter_params: int, precision: str,
+                 device: str = "cpu") -> MemoryEstimate:
     """The training-memory estimate of `cfg` on a model with this config and these parameter counts."""
     from studio_core.train.methods import get_method
 
@@ -31,7 +32,7 @@ def estimate_for(cfg, model_config, base_params: int, adapter_params: int, preci
         batch=cfg.training.per_device_batch_size, seq_len=cfg.data.max_length,
         weight_format="nf4" if get_method(cfg.method.name).loads_in_4bit else "fp32", compute=precision,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
-        adapter_dropout=getattr(cfg.method, "dropout", 0.0) > 0,
+        adapter_dropout=getattr(cfg.method, "dropout", 0.0) > 0, device=device,
     )
 
 
@@ -50,13 +51,13 @@ def with_changes(cfg, changes: dict[str, Any]):
 
 
 def fit_to_memory(cfg, model_config, base_params: int, adapter_params: int, precision: str,
-                  budget: float) -> Fit:
+                  budget: float, device: str = "cpu") -> Fit:
     """The least costly changes that bring the estimate under `budget` bytes, with why each was made."""
     changes: dict[str, Any] = {}
     reasons: list[str] = []
 
     def estimate():
-        return estimate_for(with_changes(cfg, changes), model_config, base_params, adapter_params, precision)
+        return estimate_for(with_changes(cfg, changes), model_config, base_params, adapter_params, precision, device)
 
     current = estimate()
     reasons.append(f"estimated {current.total / GIB:.2f} GiB against a budget of {budget / GIB:.2f} GiB")
@@ -78,9 +79,15 @@ def fit_to_memory(cfg, model_config, base_params: int, adapter_params: int, prec
                        f"optimizer step, fewer at once: {current.total / GIB:.2f} GiB")
     if current.total > budget and cfg.method.name == "lora":
         changes["method.name"] = "qlora"
-        current = estimate()
-        reasons.append(f"qlora instead of lora: the frozen base in 4-bit NF4 takes about a seventh of its fp32 "
-                       f"memory: {current.total / GIB:.2f} GiB")
+        quantized = estimate()
+        if quantized.total < current.total:
+            current = quantized
+            reasons.append(f"qlora instead of lora: the frozen base in 4-bit NF4 takes about a seventh of its fp32 "
+                           f"memory: {current.total / GIB:.2f} GiB")
+        else:  # on CPU the memory-mapped fp32 checkpoint stays resident beside the 4-bit copy
+            del changes["method.name"]
+            reasons.append(f"qlora would not help here ({quantized.total / GIB:.2f} GiB): on a CPU the fp32 "
+                           "checkpoint stays mapped in memory beside its 4-bit copy")
     fits = current.total <= budget
     if not fits:
         reasons.append(f"still {current.total / GIB:.2f} GiB over {budget / GIB:.2f} GiB: lower data.max_length "
@@ -121,6 +128,7 @@ def fit_config(cfg, home=None) -> Fit:
 
         section = method_config("lora", r=section.r, target_modules=targets)
     adapter_params, _ = count_parameters(apply_method(model, section, targets, BuildContext(loftq=False)))
-    _, budget, _ = memory_budget(profile, cfg.preflight.memory_headroom)
+    _, budget, device = memory_budget(profile, cfg.preflight.memory_headroom)
     precision = resolve_precision(cfg.training.precision, profile)
-    return fit_to_memory(cfg, model_config, base_params, adapter_params, precision, budget)
+    return fit_to_memory(cfg, model_config, base_params, adapter_params, precision, budget,
+                         "cuda" if device.startswith("cuda") else "cpu")

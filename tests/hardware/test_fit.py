@@ -35,13 +35,17 @@ def test_checkpointing_comes_first_then_smaller_batches_keeping_the_effective_ba
     assert any("the same 16 examples per optimizer step" in r for r in tight.reasons)
 
 
-def test_qlora_is_the_last_resort_and_what_still_does_not_fit_says_what_is_left():
+def test_qlora_is_the_last_resort_on_a_gpu_and_is_refused_on_a_cpu_where_it_saves_nothing():
     cfg = config()
-    one = fit_to_memory(cfg, SMOLLM2, BASE, ADAPTER, "fp32", budget=0.0)
-    assert one.changes["training.per_device_batch_size"] == 1 and one.changes["method.name"] == "qlora"
-    assert not one.fits and "lower data.max_length" in one.reasons[-1]
-    steps = [float(r.rsplit(": ", 1)[1].split()[0]) for r in one.reasons[1:-1]]
-    assert steps == sorted(steps, reverse=True) and any("qlora instead of lora" in r for r in one.reasons)
+    gpu = fit_to_memory(cfg, SMOLLM2, BASE, ADAPTER, "fp32", budget=0.0, device="cuda")
+    assert gpu.changes["training.per_device_batch_size"] == 1 and gpu.changes["method.name"] == "qlora"
+    assert any("qlora instead of lora" in r for r in gpu.reasons)
+    assert not gpu.fits and "lower data.max_length" in gpu.reasons[-1]
+    steps = [float(r.rsplit(": ", 1)[1].split()[0]) for r in gpu.reasons[1:-1]]
+    assert steps == sorted(steps, reverse=True)  # every change it keeps lowers the estimate
+    cpu = fit_to_memory(cfg, SMOLLM2, BASE, ADAPTER, "fp32", budget=0.0, device="cpu")
+    assert "method.name" not in cpu.changes  # the mapped fp32 checkpoint stays resident beside the 4-bit copy
+    assert any("qlora would not help here" in r for r in cpu.reasons)
 
 
 def test_an_odd_batch_shrinks_by_a_divisor_so_the_effective_batch_stays_exact():
