@@ -45,8 +45,8 @@ PRESETS: dict[str, Preset] = {p.id: p for p in (
             "lr_scheduler": "cosine", "warmup_ratio": 0.05, "eval_steps": 50, "save_steps": 100,
             "early_stopping_patience": 4, "gradient_checkpointing": False, "eval_rows": 128, **_STABLE},
            {"dropout": 0.05}),
-    Preset("low_memory", "Low memory", "fit the smallest machine: QLoRA (4-bit base), gradient checkpointing, one "
-           "example per pass with the effective batch kept by accumulation", "qlora", 0.5,
+    Preset("low_memory", "Low memory", "fit the smallest machine: QLoRA (4-bit base) on a GPU, gradient "
+           "checkpointing, one example per pass with the effective batch kept by accumulation", "qlora", 0.5,
            {"max_steps": 200, "per_device_batch_size": 1, "gradient_accumulation_steps": 16,
             "learning_rate": 2e-4, "lr_scheduler": "cosine", "warmup_ratio": 0.05, "eval_steps": 20,
             "save_steps": 40, "early_stopping_patience": 3, "gradient_checkpointing": True, "eval_rows": 32,
@@ -139,20 +139,32 @@ def _steps_for_data(preset: Preset, stats: DataStats | None) -> tuple[dict[str, 
 
 
 def apply_preset(data: dict[str, Any], preset_id: str, stats: DataStats | None = None,
-                 hidden_size: int | None = None) -> tuple[dict[str, Any], list[str]]:
-    """Config data with the preset's method and training set in full; returns it and why each choice."""
+                 hidden_size: int | None = None, device: str = "cuda") -> tuple[dict[str, Any], list[str]]:
+    """Config data with the preset's method and training set in full; returns it and why each choice.
+
+    `device` is where it will train: on "cpu" a 4-bit base saves no memory (bench/memory.py measured QLoRA
+    above LoRA: the fp32 checkpoint stays mapped beside the 4-bit copy) and bitsandbytes is slower, so QLoRA
+    presets use LoRA there.
+    """
     preset = PRESETS[preset_id]
     advice = recommend_rank(stats, hidden_size, preset.rank_scale)
+    name, cpu_note = preset.method, None
+    if name == "qlora" and device == "cpu":
+        name, cpu_note = "lora", ("lora, not qlora: on a CPU a 4-bit base saves no memory (the fp32 checkpoint "
+                                  "stays mapped beside it) and trains slower; gradient checkpointing and one "
+                                  "example per pass do the saving")
     method = switch_method({"enabled": data.get("method", {}).get("enabled", True), "target_modules": "auto"},
-                           preset.method)
+                           name)
     method.update(r=advice.r, alpha=float(2 * advice.r), **preset.method_params)
     kept = {k: v for k, v in data.get("training", {}).items() if k in KEPT_TRAINING}
     recipe, steps_reason = _steps_for_data(preset, stats)
     training = TrainingConfig(**{**recipe, **kept})
     reasons = [f"{preset.title}: {preset.purpose}", *advice.reasons,
                f"alpha = 2 x r = {2 * advice.r}: the update's scale stays the same when r changes",
-               (f"{preset.method} with {training.max_steps} steps of {training.per_device_batch_size} x "
+               (f"{name} with {training.max_steps} steps of {training.per_device_batch_size} x "
                 f"{training.gradient_accumulation_steps} examples at learning rate {training.learning_rate:g}")]
+    if cpu_note:
+        reasons.append(cpu_note)
     if steps_reason:
         reasons.append(steps_reason)
     if stats is not None:
@@ -167,10 +179,13 @@ def recommend_preset(config, preset_id: str, home=None) -> tuple[dict[str, Any],
     from transformers import AutoConfig
 
     from studio_core.data.prepare import prepare_data
+    from studio_core.hardware.profile import hardware_profile
     from studio_core.models.resolve import load_tokenizer, resolve_model
     from studio_core.runs import model_cache_dir, studio_home
 
     resolved = resolve_model(config.model.ref, model_cache_dir(studio_home(home)), config.model.revision)
     data = prepare_data(config.data, lambda: load_tokenizer(resolved))
     hidden = getattr(AutoConfig.from_pretrained(resolved.path), "hidden_size", None)
-    return apply_preset(config.model_dump(mode="json"), preset_id, data_stats(data), hidden)
+    profile = hardware_profile(studio_home(home))
+    device = "cuda" if profile.cuda_available and profile.gpus else "cpu"
+    return apply_preset(config.model_dump(mode="json"), preset_id, data_stats(data), hidden, device)

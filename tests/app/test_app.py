@@ -176,8 +176,9 @@ def test_a_preset_fills_the_method_and_training_and_explains_the_rank(studio_env
     at.button(key="preset:apply").click().run()
     assert not at.exception, [e.value for e in at.exception]
     config = at.session_state["run_config"]
-    assert config["method"]["name"] == "qlora" and config["training"]["per_device_batch_size"] == 1
-    assert at.selectbox(key="field:method.name").value == "qlora"  # the form shows what was applied
+    assert config["method"]["name"] == "lora" and config["training"]["per_device_batch_size"] == 1  # CPU: no qlora
+    assert config["training"]["gradient_checkpointing"] is True
+    assert config["method"]["r"] == 4 and at.number_input(key="field:method.r").value == 4  # the form shows it
     why = " ".join(m.value for m in at.markdown)
     assert "108 training rows x" in why and "rounded to a power of two" in why
     assert config["training"]["max_steps"] == 21 and "3 passes over 108 rows" in why  # not 200 steps on 108 rows

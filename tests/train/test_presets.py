@@ -95,10 +95,11 @@ def test_cli_preset_reads_the_data_and_explicit_settings_still_win(capsys):
     args = build_parser().parse_args(["run", "--model", "tiny-random:llama", "--preset", "low_memory",
                                       "--set", "data.demo_rows=120", "--set", "training.learning_rate=0.001"])
     config = resolve_run_config(args)
-    assert config.method.name == "qlora" and config.training.gradient_checkpointing
+    assert config.method.name == "lora" and config.training.gradient_checkpointing  # this machine has no GPU
     assert config.training.learning_rate == 0.001  # --set over the preset's 2e-4
     assert config.training.max_steps == 21  # 3 passes over the 108 training rows of a 120-row demo
-    assert "108 training rows x" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "108 training rows x" in err and "lora, not qlora: on a CPU" in err
 
 
 def test_cli_lists_every_method(capsys):
@@ -108,3 +109,11 @@ def test_cli_lists_every_method(capsys):
     out = capsys.readouterr().out
     for name in ("lora", "adalora", "boft", "vera", "prefix", "prompt"):
         assert name in out
+
+
+def test_low_memory_uses_qlora_on_a_gpu_and_lora_on_a_cpu_where_4bit_saves_nothing():
+    gpu, _ = apply_preset(RunConfig().model_dump(mode="json"), "low_memory", MEDIUM, 576, device="cuda")
+    cpu, reasons = apply_preset(RunConfig().model_dump(mode="json"), "low_memory", MEDIUM, 576, device="cpu")
+    assert gpu["method"]["name"] == "qlora" and cpu["method"]["name"] == "lora"
+    assert cpu["training"] == gpu["training"] and cpu["training"]["gradient_checkpointing"]
+    assert any("saves no memory" in r for r in reasons)
