@@ -78,7 +78,8 @@ def test_adapter_loads_in_stock_peft_in_a_fresh_process_and_matches_merged(tmp_p
     assert adapter_effect > 1e-4  # the adapter really changed the model
 
 
-def test_cancel_stops_at_a_step_and_resume_finishes_the_same_step_count(tmp_path):
+def cancelled_at_step_3(tmp_path):
+    """A tiny run cancelled from its progress events at step 3 (it checkpoints that step)."""
     cancel = threading.Event()
 
     def on_event(event):
@@ -88,6 +89,11 @@ def test_cancel_stops_at_a_step_and_resume_finishes_the_same_step_count(tmp_path
     with pytest.raises(CancelledError):
         workflow.run(tiny_config(), tmp_path, cancel=cancel, on_event=on_event)
     (run,) = RunStore(tmp_path).list()
+    return run
+
+
+def test_cancel_stops_at_a_step_and_resume_finishes_the_same_step_count(tmp_path):
+    run = cancelled_at_step_3(tmp_path)
     assert run.read_status()["state"] == "cancelled"
     assert (run.path / "checkpoints" / "checkpoint-3").is_dir()
     resumed = workflow.run(tiny_config(), tmp_path, resume=run.run_id)
@@ -98,15 +104,7 @@ def test_cancel_stops_at_a_step_and_resume_finishes_the_same_step_count(tmp_path
 
 
 def test_a_checkpoint_half_written_when_the_process_died_is_dropped_and_the_one_before_resumes(tmp_path):
-    cancel = threading.Event()
-
-    def on_event(event):
-        if event["type"] == "progress" and event["step"] == 3:
-            cancel.set()
-
-    with pytest.raises(CancelledError):
-        workflow.run(tiny_config(), tmp_path, cancel=cancel, on_event=on_event)
-    (run,) = RunStore(tmp_path).list()
+    run = cancelled_at_step_3(tmp_path)
     partial = run.path / "checkpoints" / "checkpoint-5"  # weights written, optimizer and trainer state not yet
     partial.mkdir()
     (partial / "adapter_config.json").write_text("{}")
