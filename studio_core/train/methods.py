@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio_core.config import METHOD_IDS, NOT_MERGEABLE, RunConfig, method_config  # noqa: F401 (re-exported)
+from studio_core.config import METHOD_IDS, NOT_MERGEABLE
 from studio_core.errors import ConfigError, Problem
 
 LINEAR = ("Linear",)
@@ -168,10 +168,12 @@ METHODS: dict[str, Method] = {m.id: m for m in (
     Method("vera", "VeRA", "shared frozen random low-rank matrices with two trained scaling vectors per module",
            _vera, under_1_percent=True),
     Method("prefix", "Prefix tuning", "trained key/value prefixes at every layer; the base is untouched", _prefix,
-           mergeable=False, under_1_percent=True, targeted=False),
+           under_1_percent=True, targeted=False),
     Method("prompt", "Prompt tuning", "trained soft-prompt embeddings prepended to the input", _prompt,
-           mergeable=False, under_1_percent=True, targeted=False),
+           under_1_percent=True, targeted=False),
 )}
+for _id in NOT_MERGEABLE:  # one list, in config.py, which refuses export for them (config cannot import this module)
+    METHODS[_id] = dataclasses.replace(METHODS[_id], mergeable=False)
 assert tuple(METHODS) == METHOD_IDS, "the registry and the config's method ids must list the same methods"
 
 

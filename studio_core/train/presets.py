@@ -179,6 +179,7 @@ def recommend_preset(config, preset_id: str, home=None) -> tuple[dict[str, Any],
     from transformers import AutoConfig
 
     from studio_core.data.prepare import prepare_data
+    from studio_core.hardware.fit import memory_budget
     from studio_core.hardware.profile import hardware_profile
     from studio_core.models.resolve import load_tokenizer, resolve_model
     from studio_core.runs import model_cache_dir, studio_home
@@ -186,6 +187,6 @@ def recommend_preset(config, preset_id: str, home=None) -> tuple[dict[str, Any],
     resolved = resolve_model(config.model.ref, model_cache_dir(studio_home(home)), config.model.revision)
     data = prepare_data(config.data, lambda: load_tokenizer(resolved))
     hidden = getattr(AutoConfig.from_pretrained(resolved.path), "hidden_size", None)
-    profile = hardware_profile(studio_home(home))
-    device = "cuda" if profile.cuda_available and profile.gpus else "cpu"
-    return apply_preset(config.model_dump(mode="json"), preset_id, data_stats(data), hidden, device)
+    _, _, device = memory_budget(hardware_profile(studio_home(home)), 1.0)  # where "fit" would train it
+    return apply_preset(config.model_dump(mode="json"), preset_id, data_stats(data), hidden,
+                        "cuda" if device.startswith("cuda") else "cpu")
