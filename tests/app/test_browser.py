@@ -147,7 +147,7 @@ def test_killed_studio_shows_the_run_interrupted_and_resume_finishes_it(tmp_path
     studio = Studio(tmp_path / "home").start()
     page = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), studio.url)
     run_id = start_run(page, "tiny-random:llama", simulate=False, max_steps=60)
-    page.get_by_text("step ").first.wait_for(timeout=120_000)  # training has started
+    page.get_by_text(re.compile(r"^step [1-9]\d*/60, elapsed")).wait_for(timeout=120_000)  # training has started
     studio.kill()
     restarted = Studio(tmp_path / "home").start()
     try:
