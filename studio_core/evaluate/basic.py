@@ -176,6 +176,8 @@ def run_evaluation(peft_model, tokenizer, data, cfg, precision: str,
     Returns the report and every answered row (user prompts first, then held-out rows with their reference):
     the first `evaluation.samples` of them are the side-by-side samples.
     """
+    from peft.helpers import DoraCaching
+
     ev = cfg.evaluation
     splits = [make_split("val", data.val, data.val_tokens, ev.max_rows, ev.task_rows)]
     if ev.test_path:
@@ -183,7 +185,8 @@ def run_evaluation(peft_model, tokenizer, data, cfg, precision: str,
     user_prompts = [[{"role": "user", "content": p}] for p in ev.prompts]
     with peft_model.disable_adapter():
         base, base_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision)
-    tuned, tuned_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision)
+    with DoraCaching():  # DoRA recomputes each weight's norm at every decoding step unless cached (eval mode only)
+        tuned, tuned_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision)
     val_delta = _delta(base["val"], tuned["val"])
     delta = {"val_loss": val_delta.pop("loss"), **val_delta}
     if ev.test_path:

@@ -74,3 +74,37 @@ def test_metrics_list_chooses_the_generation_metrics(tiny, tmp_path):
     report, answers = run_evaluation(model, tokenizer, val_data(tokenizer), cfg, "fp32")
     assert set(report["tuned"]["generation"]) == {"token_f1"} and "test" not in report["tuned"]
     assert "overfitting" not in report and len(answers) == 3
+
+
+
+def test_dora_is_evaluated_with_its_norm_cache_and_measures_the_same_as_without(model_cache, tmp_path):
+    from unittest import mock
+
+    import peft.tuners.lora.dora as dora_module
+    from peft import LoraConfig, get_peft_model
+
+    from studio_core.evaluate import basic
+
+    resolved = resolve_model("tiny-random:llama", model_cache)
+    tokenizer = load_tokenizer(resolved)
+    torch.manual_seed(0)
+    dora = LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"], use_dora=True, init_lora_weights=False)
+    model = get_peft_model(load_model(resolved), dora).eval()
+    data, cfg = val_data(tokenizer), config(tmp_path, max_new_tokens=6)
+    cache_on, real_generate = [], basic.generate
+
+    def spy(*args, **kwargs):
+        cache_on.append(dora_module.ENABLE_DORA_CACHING)
+        return real_generate(*args, **kwargs)
+
+    with mock.patch.object(basic, "generate", spy):
+        report, answers = run_evaluation(model, tokenizer, data, cfg, "fp32")
+    assert cache_on[:len(cache_on) // 2] == [False] * (len(cache_on) // 2)  # base: adapter off, nothing to cache
+    assert cache_on[len(cache_on) // 2:] == [True] * (len(cache_on) // 2)  # tuned: through the DoRA cache
+    assert dora_module.ENABLE_DORA_CACHING is False  # and switched off again after
+
+    with mock.patch("peft.helpers.DoraCaching.__enter__"), mock.patch("peft.helpers.DoraCaching.__exit__"):
+        uncached_report, uncached = run_evaluation(model, tokenizer, data, cfg, "fp32")
+    assert [a["tuned"] for a in answers] == [a["tuned"] for a in uncached]
+    assert report["tuned"]["val_loss"] == pytest.approx(uncached_report["tuned"]["val_loss"], rel=1e-5)
+    assert report["tuned"]["val_loss"] != pytest.approx(report["base"]["val_loss"])  # the adapter is on
