@@ -5,32 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from studio_core.config import RunConfig
-from studio_core.runs import model_cache_dir, studio_home
+from studio_core.runs import studio_home
 
 
 def preview_data(config: RunConfig, rows: int = 5) -> dict[str, Any]:
     """Step 1 exactly as a run does it; returns its report plus the first normalised rows."""
     from studio_core.data.prepare import prepare_data
-    from studio_core.models.resolve import load_tokenizer, resolve_model
+    from studio_core.models.resolve import load_tokenizer, resolve_in_home
 
-    def tokenizer():
-        return load_tokenizer(resolve_model(config.model.ref, model_cache_dir(studio_home()), config.model.revision))
-
-    data = prepare_data(config.data, tokenizer)
+    data = prepare_data(config.data, lambda: load_tokenizer(resolve_in_home(config.model)))
     return {**data.report, "preview": data.train[:rows]}
 
 
 def inspect_model(config: RunConfig) -> dict[str, Any]:
     """Step 2's record (reference, digests) and the module names by type, from an empty (meta) model."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from studio_core.models.resolve import resolve_model
+    from studio_core.models.resolve import load_empty_model, resolve_in_home
     from studio_core.models.targets import default_target_modules, module_names_by_type
 
-    resolved = resolve_model(config.model.ref, model_cache_dir(studio_home()), config.model.revision)
-    with torch.device("meta"):  # module names without allocating weights
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolved.path))
+    resolved = resolve_in_home(config.model)
+    model = load_empty_model(resolved)
     return {"record": resolved.record(), "modules": module_names_by_type(model),
             "default_targets": default_target_modules(model),
             "parameters": sum(p.numel() for p in model.parameters())}

@@ -104,21 +104,15 @@ def memory_budget(profile, headroom: float) -> tuple[float, float, str]:
 
 def fit_config(cfg, home=None) -> Fit:
     """`fit_to_memory` for a config on this machine: its model counted on the meta device (nothing loaded)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from studio_core.hardware.profile import hardware_profile
-    from studio_core.models.resolve import resolve_model
+    from studio_core.models.resolve import load_empty_model, resolve_in_home
     from studio_core.models.targets import default_target_modules
-    from studio_core.runs import model_cache_dir, studio_home
+    from studio_core.runs import studio_home
     from studio_core.train.methods import BuildContext, apply_method, count_parameters, rewrites_base
     from studio_core.train.precision import resolve_precision
 
     profile = hardware_profile(studio_home(home))
-    resolved = resolve_model(cfg.model.ref, model_cache_dir(studio_home(home)), cfg.model.revision)
-    model_config = AutoConfig.from_pretrained(resolved.path)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(model_config)
+    model = load_empty_model(resolve_in_home(cfg.model, home))
     _, base_params = count_parameters(model)
     section = cfg.method
     targets = section.target_modules if getattr(section, "target_modules", "auto") != "auto" else \
@@ -130,5 +124,5 @@ def fit_config(cfg, home=None) -> Fit:
     adapter_params, _ = count_parameters(apply_method(model, section, targets, BuildContext(loftq=False)))
     _, budget, device = memory_budget(profile, cfg.preflight.memory_headroom)
     precision = resolve_precision(cfg.training.precision, profile)
-    return fit_to_memory(cfg, model_config, base_params, adapter_params, precision, budget,
+    return fit_to_memory(cfg, model.config, base_params, adapter_params, precision, budget,
                          "cuda" if device.startswith("cuda") else "cpu")

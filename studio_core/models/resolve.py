@@ -60,6 +60,22 @@ def resolve_model(ref: str, cache: Path, revision: str | None = None) -> Resolve
     return _describe_folder(ref, kind, path)
 
 
+def resolve_in_home(model_cfg, home: str | Path | None = None) -> ResolvedModel:
+    """`resolve_model` for a config's `model` section, outside a run: in the studio home's model cache."""
+    from studio_core.runs import model_cache_dir, studio_home
+
+    return resolve_model(model_cfg.ref, model_cache_dir(studio_home(home)), model_cfg.revision)
+
+
+def load_empty_model(model: ResolvedModel):
+    """The model's modules on the meta device: names, shapes and parameter counts, no weights allocated."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model.path))
+
+
 def parse_ref(ref: str) -> tuple[str, str]:
     ref = ref.strip()
     for prefix in ("embedded", "tiny-random", "hf"):

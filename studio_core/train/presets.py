@@ -181,10 +181,10 @@ def recommend_preset(config, preset_id: str, home=None) -> tuple[dict[str, Any],
     from studio_core.data.prepare import prepare_data
     from studio_core.hardware.fit import memory_budget
     from studio_core.hardware.profile import hardware_profile
-    from studio_core.models.resolve import load_tokenizer, resolve_model
-    from studio_core.runs import model_cache_dir, studio_home
+    from studio_core.models.resolve import load_tokenizer, resolve_in_home
+    from studio_core.runs import studio_home
 
-    resolved = resolve_model(config.model.ref, model_cache_dir(studio_home(home)), config.model.revision)
+    resolved = resolve_in_home(config.model, home)
     data = prepare_data(config.data, lambda: load_tokenizer(resolved))
     hidden = getattr(AutoConfig.from_pretrained(resolved.path), "hidden_size", None)
     _, _, device = memory_budget(hardware_profile(studio_home(home)), 1.0)  # where "fit" would train it
