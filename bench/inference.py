@@ -102,7 +102,7 @@ def prompt_tokens(merged: Path, batch: int) -> list[list[int]]:
 
 
 def prepare(merged: Path, work: Path) -> tuple[dict, dict]:
-    """Export and compile (fp32 optimized, and int8) once per --work folder."""
+    """Export and compile (fp32 optimized, int8 weight-only and int8 dynamic) once per --work folder."""
     from studio_core.export.compile import compile_model
     from studio_core.export.onnx import export_onnx
 
@@ -110,7 +110,10 @@ def prepare(merged: Path, work: Path) -> tuple[dict, dict]:
     for name, make in (("export", lambda: export_onnx(merged, work / "onnx")),
                        ("compile", lambda: compile_model(work / "onnx", work / "engine", backend="onnxruntime")),
                        ("compile_int8", lambda: compile_model(work / "onnx", work / "engine-int8", int8=True,
-                                                              backend="onnxruntime"))):
+                                                              backend="onnxruntime", int8_scheme="weight_only")),
+                       ("compile_int8_dynamic", lambda: compile_model(
+                           work / "onnx", work / "engine-int8-dynamic", int8=True, backend="onnxruntime",
+                           int8_scheme="dynamic"))):
         record = work / f"{name}.json"
         if not record.is_file():
             record.write_text(json.dumps(make(), indent=2))
@@ -119,8 +122,10 @@ def prepare(merged: Path, work: Path) -> tuple[dict, dict]:
                 "onnx (onnxruntime)": ("ort", work / "onnx" / "model.onnx", _size(work / "onnx", ("model.onnx*",))),
                 f"compiled ({reports['compile']['engine']})": ("ort", work / "engine" / "model.onnx",
                                                                _size(work / "engine", ("model.onnx*",))),
-                "compiled int8 (onnxruntime)": ("ort", work / "engine-int8" / "model.int8.onnx",
-                                                _size(work / "engine-int8", ("model.int8.onnx*",)))}
+                "compiled int8 weight-only (onnxruntime)": ("ort", work / "engine-int8" / "model.int8.onnx",
+                                                            _size(work / "engine-int8", ("model.int8.onnx*",))),
+                "compiled int8 dynamic (onnxruntime)": ("ort", work / "engine-int8-dynamic" / "model.int8.onnx",
+                                                        _size(work / "engine-int8-dynamic", ("model.int8.onnx*",)))}
     return variants, reports
 
 
@@ -166,11 +171,16 @@ def main() -> None:
     rows = {name: {**measure(kind, path, inputs, args), "size_bytes": size} for name, (kind, path, size) in
             variants.items()}
     print(table(rows, args.batch))
+    for name in ("compile_int8", "compile_int8_dynamic"):
+        cost = reports[name]["accuracy"]["int8_vs_onnx"]
+        print(f"{reports[name]['precision']}: relative logit error {cost['relative_error']:.3f}, "
+              f"top-1 agreement {cost['top1_agreement']:.3f} against the fp32 ONNX")
     out = ROOT / "bench" / "results" / "inference.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": str(merged), "args": {k: str(v) for k, v in vars(args).items()},
                                "prompts": len(PROMPTS), "results": rows, "export": reports["export"],
-                               "compile": reports["compile"], "compile_int8": reports["compile_int8"]}, indent=2))
+                               "compile": reports["compile"], "compile_int8": reports["compile_int8"],
+                               "compile_int8_dynamic": reports["compile_int8_dynamic"]}, indent=2))
     print(f"written: {out}")
 
 

@@ -441,7 +441,7 @@ def compile_engine(ctx: RunContext) -> None:
 
     cfg = ctx.config.compile
     report = compile_model(ctx.run.artifacts / "onnx", ctx.artifact_dir("engine"), cfg.backend, cfg.int8,
-                           cfg.precision, tuple(cfg.batch_range), tuple(cfg.sequence_range))
+                           cfg.precision, tuple(cfg.batch_range), tuple(cfg.sequence_range), cfg.int8_scheme)
     ctx.write_artifact("engine/compile.json", report)
     why = f" ({report['tensorrt_not_used']})" if report.get("tensorrt_not_used") else ""
     ctx.emit("compiled", f"built {report['engine']}{why}")

@@ -6,7 +6,8 @@ after `studio_core.catalog` says it is usable: on a machine without a GPU its im
 
 ONNX Runtime path: the graph optimizations (ORT_ENABLE_EXTENDED: fusions that stay portable across CPUs,
 unlike ORT_ENABLE_ALL's layout changes) are saved to disk with the weights as external data; `int8` adds
-dynamic quantization of the MatMul weights, whose accuracy cost against the fp32 ONNX is measured.
+an 8-bit model, weight-only (MatMulNBits) or dynamic (weights and run-time activations), whose accuracy cost
+against the fp32 ONNX is measured and reported.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ OPTIMIZED_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 ENGINE_FILE = "model.engine"
 ACCURACY_SHAPE = (2, 16)
+WEIGHT_ONLY_BLOCK = 32
+INT8_PRECISION = {"weight_only": "int8 weights (weight-only, blocks of 32), int8 compute",
+                  "dynamic": "int8 weights and activations (dynamic)"}
 ACCURACY_SEED = 1234
 
 
@@ -32,11 +36,13 @@ class CompileError(StudioError):
 
 def compile_model(onnx_dir: Path, out_dir: Path, backend: str = "auto", int8: bool = False, precision: str = "fp16",
                   batch_range: tuple[int, int, int] = (1, 1, 8),
-                  sequence_range: tuple[int, int, int] = (2, 128, 512)) -> dict[str, Any]:
+                  sequence_range: tuple[int, int, int] = (2, 128, 512),
+                  int8_scheme: str = "weight_only") -> dict[str, Any]:
     """Compile `onnx_dir/model.onnx` into `out_dir`; returns the report (engine built, files, accuracy, timings).
 
     backend: "auto" (TensorRT where usable, else ONNX Runtime), "tensorrt" (MissingBackendError when it is not
-    usable) or "onnxruntime". `int8` applies to ONNX Runtime; `precision` and the ranges to TensorRT.
+    usable) or "onnxruntime". `int8` and `int8_scheme` apply to ONNX Runtime; `precision` and the ranges to
+    TensorRT.
     """
     onnx_path = onnx_dir / ONNX_FILE
     if not onnx_path.is_file():
@@ -48,7 +54,7 @@ def compile_model(onnx_dir: Path, out_dir: Path, backend: str = "auto", int8: bo
     if use_trt:
         report = build_tensorrt(onnx_path, out_dir, precision, batch_range, sequence_range)
     else:
-        report = build_onnxruntime(onnx_path, out_dir, int8)
+        report = build_onnxruntime(onnx_path, out_dir, int8, int8_scheme)
         report["tensorrt_not_used"] = why_not
     report.update(backend_requested=backend, compile_seconds=round(time.perf_counter() - start, 2))
     return report
@@ -91,8 +97,8 @@ def _why_not_tensorrt(status) -> str:
 # ONNX Runtime -------------------------------------------------------------------------------------------------
 
 
-def build_onnxruntime(onnx_path: Path, out_dir: Path, int8: bool) -> dict[str, Any]:
-    """The graph-optimized fp32 model, and with `int8` the dynamically quantized one (the engine then)."""
+def build_onnxruntime(onnx_path: Path, out_dir: Path, int8: bool, int8_scheme: str = "weight_only") -> dict[str, Any]:
+    """The graph-optimized fp32 model, and with `int8` the 8-bit one (the engine then)."""
     import onnxruntime as ort
 
     optimized = optimize_graph(onnx_path, out_dir / OPTIMIZED_FILE)
@@ -100,10 +106,10 @@ def build_onnxruntime(onnx_path: Path, out_dir: Path, int8: bool) -> dict[str, A
     report: dict[str, Any] = {"backend": "onnxruntime", "optimization_level": "ORT_ENABLE_EXTENDED"}
     report["accuracy"] = {"optimized_vs_onnx": compare_onnx(onnx_path, optimized)}
     if int8:
-        engine_file = quantize_int8(onnx_path, out_dir / INT8_FILE)
+        engine_file = quantize_int8(onnx_path, out_dir / INT8_FILE, int8_scheme)
         report["accuracy"]["int8_vs_onnx"] = compare_onnx(onnx_path, engine_file)
-    report.update(engine=f"onnxruntime-{ort.__version__}-cpu", engine_file=engine_file.name, precision=(
-        "int8 weights (dynamic), fp32 activations" if int8 else "fp32"), files=_files(out_dir))
+    report.update(engine=f"onnxruntime-{ort.__version__}-cpu", engine_file=engine_file.name,
+                  precision=INT8_PRECISION[int8_scheme] if int8 else "fp32", files=_files(out_dir))
     return report
 
 
@@ -121,12 +127,28 @@ def optimize_graph(onnx_path: Path, out_path: Path) -> Path:
     return out_path
 
 
-def quantize_int8(onnx_path: Path, out_path: Path) -> Path:
-    """int8 dynamic quantization of the MatMul (linear) weights; activations are quantized at run time."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize_int8(onnx_path: Path, out_path: Path, scheme: str = "weight_only") -> Path:
+    """8-bit linear (MatMul) weights, saved with external data.
 
-    quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     per_channel=True, use_external_data_format=True)
+    "weight_only": symmetric 8-bit blocks of 32 weights (MatMulNBits, accuracy_level 4: int8 compute), the scheme
+    ONNX Runtime's own LLM builds use. "dynamic": per-channel int8 weights and activations quantized per tensor
+    at run time (MatMulInteger); faster on a CPU, but LLM activations' outliers make it lossy.
+    """
+    if scheme == "weight_only":
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(str(onnx_path), bits=8, block_size=WEIGHT_ONLY_BLOCK, is_symmetric=True,
+                                         accuracy_level=4)
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(out_path), use_external_data_format=True)
+    elif scheme == "dynamic":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(onnx_path), str(out_path), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul"], per_channel=True, use_external_data_format=True)
+    else:
+        raise ConfigError([Problem("compile.int8_scheme", f"'{scheme}' is not a scheme; use 'weight_only' or "
+                                   "'dynamic'")])
     return out_path
 
 

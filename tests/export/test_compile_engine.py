@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 
 import onnxruntime
 import pytest
@@ -48,12 +49,23 @@ def test_optimized_model_runs_in_a_fresh_plain_onnxruntime_process(onnx_dir, tmp
     assert float(done.stdout) < 1e-4
 
 
-def test_int8_reports_its_accuracy_cost(onnx_dir, tmp_path):
-    report = compile_model(onnx_dir, tmp_path / "engine", int8=True)
+@pytest.mark.parametrize(("scheme", "op"), [("weight_only", "MatMulNBits"), ("dynamic", "MatMulInteger")])
+def test_int8_quantizes_every_linear_and_reports_its_accuracy_cost(onnx_dir, tmp_path, scheme, op):
+    import onnx
+
+    report = compile_model(onnx_dir, tmp_path / "engine", int8=True, int8_scheme=scheme)
     cost = report["accuracy"]["int8_vs_onnx"]
     assert report["engine_file"] == "model.int8.onnx" and "int8" in report["precision"]
-    assert 0 < cost["relative_error"] < 0.2 and 0.5 < cost["top1_agreement"] <= 1.0
+    assert ("activations" in report["precision"]) == (scheme == "dynamic")
+    assert 0 < cost["relative_error"] < 0.1 and 0.9 <= cost["top1_agreement"] <= 1.0
     assert report["files"]["model.int8.onnx.data"] < report["files"]["model.onnx.data"] / 2
+    graph = onnx.load(str(tmp_path / "engine" / "model.int8.onnx"), load_external_data=False).graph
+    assert Counter(n.op_type for n in graph.node)[op] == 2 * 7 + 1  # q k v o gate up down in 2 layers, and the head
+
+
+def test_an_unknown_int8_scheme_names_the_field(onnx_dir, tmp_path):
+    with pytest.raises(ConfigError, match=r"compile\.int8_scheme: 'int4' is not a scheme"):
+        compile_model(onnx_dir, tmp_path / "engine", int8=True, int8_scheme="int4")
 
 
 def test_asking_for_tensorrt_without_it_says_how_to_install(onnx_dir, tmp_path):
