@@ -186,6 +186,10 @@ def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int,
     """Run (or resume, when `run_dir` holds a checkpoint) the configured training; returns what happened."""
     resume_from = latest_checkpoint(run_dir)
     start_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
+    if resume_from and start_step >= cfg.training.max_steps:
+        emit("resumed", f"training had finished at {Path(resume_from).name}: its weights are loaded, no step is "
+                        "retrained", step=start_step)
+        return finished_outcome(cfg, peft_model, resume_from)
     if resume_from:
         emit("resumed", f"resuming from {Path(resume_from).name}", step=start_step)
     callback = StudioCallback(emit, metric, cancel, cfg.training.max_steps, start_step)
@@ -209,3 +213,29 @@ def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int,
         stopped_early=state.global_step < cfg.training.max_steps and not callback.cancelled,
         history=state.log_history,
     )
+
+
+def finished_outcome(cfg: RunConfig, peft_model, checkpoint: str) -> TrainOutcome:
+    """The outcome of a training that reached `max_steps` before the process died (in a later step).
+
+    `Trainer.train` resumed from the final checkpoint would run one step past the end, so the adapter weights are
+    loaded from the checkpoint instead: the best one where early stopping keeps it, as the Trainer does at the end.
+    """
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    best = state.get("best_model_checkpoint")
+    keep = Path(best if best and cfg.training.early_stopping_patience > 0 else checkpoint)
+    set_peft_model_state_dict(peft_model, load_file(keep / "adapter_model.safetensors"))
+    replay = StudioCallback(lambda *a, **k: None, lambda **k: None, threading.Event(), cfg.training.max_steps)
+    for entry in state["log_history"]:  # the overfitting flag, as the original callback computed it
+        if "loss" in entry:
+            replay.train_losses.append(float(entry["loss"]))
+        if "eval_loss" in entry:
+            replay.val_losses.append((entry["step"], float(entry["eval_loss"])))
+            replay._check_overfitting(entry["step"])
+    return TrainOutcome(steps=state["global_step"], cancelled=False, best_checkpoint=best,
+                        best_val_loss=state.get("best_metric"), overfitting_warned=replay.overfitting_warned,
+                        stopped_early=False, history=state["log_history"])
+

@@ -114,6 +114,22 @@ def test_a_checkpoint_half_written_when_the_process_died_is_dropped_and_the_one_
     assert [m["step"] for m in resumed.metrics() if "loss" in m] == list(range(1, 7))
 
 
+def test_a_run_killed_after_its_last_checkpoint_resumes_without_training_further(tmp_path):
+    from safetensors.torch import load_file
+
+    run = workflow.run(tiny_config(), tmp_path)
+    trained = load_file(run.artifacts / "adapter" / "adapter_model.safetensors")
+    status = run.read_status()  # as if the process died in step 8, after training had checkpointed step 6
+    status["state"] = "interrupted"
+    run.write_status(status)
+    resumed = workflow.run(tiny_config(), tmp_path, resume=run.run_id)
+    assert resumed.read_status()["state"] == "completed"
+    assert read(resumed, "training.json")["steps"] == 6
+    assert [m["step"] for m in resumed.metrics() if "loss" in m] == list(range(1, 7))  # no step 7
+    again = load_file(resumed.artifacts / "adapter" / "adapter_model.safetensors")
+    assert again.keys() == trained.keys() and all((again[k] == trained[k]).all() for k in trained)
+
+
 def test_killed_run_resumes_from_its_checkpoint_like_an_uninterrupted_one(tmp_path):
     args = ["--model", "tiny-random:llama", "--set", "preflight.enabled=false", "--set", "evaluation.enabled=false",
             "--set", "data.demo_rows=120", "--set", "data.max_length=384", "--set", "training.max_steps=8",
