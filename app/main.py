@@ -16,6 +16,10 @@ from studio_core.workflow import STAGES  # noqa: E402
 PAGES = ROOT / "pages"
 
 st.set_page_config(page_title="PEFT Studio", layout="wide")
+if st.get_option("runner.postScriptGC"):  # the project's .streamlit/config.toml was not read
+    st.warning("The studio was started outside its project folder, so `.streamlit/config.toml` was not read. Every "
+               "refresh of a live view then runs a full garbage collection, and training in the studio runs many "
+               "times slower. Start it with `make studio`, or run `streamlit run app/main.py` from the project folder.")
 steps = sorted(PAGES.glob("[0-9][0-9]_*.py"))
 navigation = st.navigation({
     "Wizard": [st.Page(str(p), title=f"{int(p.name[:2])}. {STAGES[int(p.name[:2]) - 1].title}") for p in steps],

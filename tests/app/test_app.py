@@ -35,6 +35,18 @@ def test_main_opens_on_step_one_with_the_sidebar(studio_env: Path) -> None:
     assert "peft-studio run" in at.sidebar.code[0].value
 
 
+def test_started_without_the_project_config_the_studio_says_how_to_start_it(studio_env: Path) -> None:
+    from streamlit import config as streamlit_config
+
+    assert not [w for w in _run(MAIN).warning if "make studio" in w.value]  # the project's config.toml is read
+    streamlit_config.set_option("runner.postScriptGC", True)  # as when started from another folder
+    try:
+        at = _run(MAIN)
+    finally:
+        streamlit_config.set_option("runner.postScriptGC", False)
+    assert any("`.streamlit/config.toml` was not read" in w.value and "make studio" in w.value for w in at.warning)
+
+
 @pytest.mark.parametrize("page", STEP_PAGES, ids=[p.stem for p in STEP_PAGES])
 def test_every_step_page_shows_every_field_of_its_section(page: Path, studio_env: Path) -> None:
     from studio_core.config import RunConfig
