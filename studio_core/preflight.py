@@ -128,10 +128,10 @@ def check_parameters(report: PreflightReport, peft_model) -> int:
 def check_memory(report: PreflightReport, cfg: RunConfig, model, adapter_params: int, base_params: int,
                  precision: str, profile) -> None:
     """The estimate against the budget; over it, the changes that would fit (`studio_core.hardware.fit`)."""
-    from studio_core.hardware.fit import estimate_for, fit_to_memory, memory_budget
+    from studio_core.hardware.fit import device_kind, estimate_for, fit_to_memory, memory_budget
 
     available, budget, device = memory_budget(profile, cfg.preflight.memory_headroom)
-    kind = "cuda" if device.startswith("cuda") else "cpu"
+    kind = device_kind(device)
     estimate = estimate_for(cfg, model.config, base_params, adapter_params, precision, kind)
     report.facts["memory_gib"] = {**estimate.as_gib(), "device": device, "available": round(available / GIB, 3),
                                   "budget": round(budget / GIB, 3)}

@@ -102,6 +102,11 @@ def memory_budget(profile, headroom: float) -> tuple[float, float, str]:
     return available, available * headroom, "cuda:0" if on_gpu else "cpu"
 
 
+def device_kind(device: str) -> str:
+    """"cuda" for any CUDA device ("cuda:0"), else "cpu": the distinction the estimator and presets make."""
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
 def fit_config(cfg, home=None) -> Fit:
     """`fit_to_memory` for a config on this machine: its model counted on the meta device (nothing loaded)."""
     from studio_core.hardware.profile import hardware_profile
@@ -124,5 +129,4 @@ def fit_config(cfg, home=None) -> Fit:
     adapter_params, _ = count_parameters(apply_method(model, section, targets, BuildContext(loftq=False)))
     _, budget, device = memory_budget(profile, cfg.preflight.memory_headroom)
     precision = resolve_precision(cfg.training.precision, profile)
-    return fit_to_memory(cfg, model.config, base_params, adapter_params, precision, budget,
-                         "cuda" if device.startswith("cuda") else "cpu")
+    return fit_to_memory(cfg, model.config, base_params, adapter_params, precision, budget, device_kind(device))

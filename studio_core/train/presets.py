@@ -179,7 +179,7 @@ def recommend_preset(config, preset_id: str, home=None) -> tuple[dict[str, Any],
     from transformers import AutoConfig
 
     from studio_core.data.prepare import prepare_data
-    from studio_core.hardware.fit import memory_budget
+    from studio_core.hardware.fit import device_kind, memory_budget
     from studio_core.hardware.profile import hardware_profile
     from studio_core.models.resolve import load_tokenizer, resolve_in_home
     from studio_core.runs import studio_home
@@ -188,5 +188,4 @@ def recommend_preset(config, preset_id: str, home=None) -> tuple[dict[str, Any],
     data = prepare_data(config.data, lambda: load_tokenizer(resolved))
     hidden = getattr(AutoConfig.from_pretrained(resolved.path), "hidden_size", None)
     _, _, device = memory_budget(hardware_profile(studio_home(home)), 1.0)  # where "fit" would train it
-    return apply_preset(config.model_dump(mode="json"), preset_id, data_stats(data), hidden,
-                        "cuda" if device.startswith("cuda") else "cpu")
+    return apply_preset(config.model_dump(mode="json"), preset_id, data_stats(data), hidden, device_kind(device))
