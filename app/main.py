@@ -11,6 +11,7 @@ import streamlit as st  # noqa: E402
 
 from app.forms import sync_widgets  # noqa: E402
 from app.sidebar import render_sidebar  # noqa: E402
+from studio_core.jobs import JOBS  # noqa: E402
 from studio_core.workflow import STAGES  # noqa: E402
 
 PAGES = ROOT / "pages"
@@ -25,6 +26,7 @@ navigation = st.navigation({
     "Wizard": [st.Page(str(p), title=f"{int(p.name[:2])}. {STAGES[int(p.name[:2]) - 1].title}") for p in steps],
     "Studio": [st.Page(str(PAGES / "runs.py"), title="Runs"), st.Page(str(PAGES / "hardware.py"), title="Hardware")],
 }, expanded=True)  # all twelve steps visible, no "view more"
+JOBS.supervisor()  # the queue's worker: started once per studio process, it runs each run in a child process
 sync_widgets()
 render_sidebar()
 navigation.run()

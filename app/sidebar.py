@@ -8,7 +8,7 @@ import streamlit as st
 
 from app.session import RUN_KEY, cli_command, config_data, problems, replace_config, validated_config
 from studio_core.errors import StudioError
-from studio_core.jobs import JOBS
+from studio_core.jobs import JOBS, queue_position
 from studio_core.runs import RunStore
 
 
@@ -39,16 +39,15 @@ def _current_job() -> None:
     run_id = st.session_state.get(RUN_KEY)
     if not run_id:
         return
-    job = JOBS.job(run_id)
-    position = JOBS.queue_position(run_id)
-    state = f"queued (place {position})" if position else job.state if job else "unknown"
-    st.write(f"**{run_id}**: {state}")
     try:
         status = RunStore().get(run_id).read_status()
-        done = [n for n, s in status["stages"].items() if s.get("state") == "completed"]
-        st.caption("steps done: " + (", ".join(done) or "none yet"))
-    except StudioError:
-        pass
+    except StudioError as e:
+        st.error(str(e))
+        return
+    position = queue_position(run_id)
+    st.write(f"**{run_id}**: " + (f"queued (place {position})" if position else status["state"]))
+    done = [n for n, s in status["stages"].items() if s.get("state") == "completed"]
+    st.caption("steps done: " + (", ".join(done) or "none yet"))
 
 
 def _import_export(data: dict) -> None:
