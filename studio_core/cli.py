@@ -207,7 +207,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         queued = run.read_status().get("queued", {})
         table.add_row(str(place), run.run_id, "queued" + (" (resume)" if queued.get("resume") else ""),
                       str(queued.get("at", "")), str(queued.get("requested_by") or ""))
-    Console().print(table)
+    _table_console().print(table)
     return 0
 
 
@@ -246,16 +246,31 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from studio_core.runs import RunStore
 
     store = RunStore(args.home)
+    runs = store.list()
     table = Table(title=f"runs in {store.root}")
-    for column in ("run", "state", "simulated", "stages done", "started"):
+    table.add_column("run", no_wrap=True, min_width=max((len(r.run_id) for r in runs), default=3))
+    for column in ("state", "simulated", "stages done", "started", "disk"):
         table.add_column(column)
-    for run_dir in store.list():
+    for run_dir in runs:
         status = run_dir.read_status()
         done = sum(1 for s in status.get("stages", {}).values() if s.get("state") == "completed")
         table.add_row(run_dir.run_id, status["state"], "yes" if status.get("simulated") else "",
-                      str(done), str(status.get("started_at", "")))
-    Console().print(table)
+                      str(done), str(status.get("started_at") or ""), _size(run_dir.disk_bytes()))
+    _table_console().print(table)
     return 0
+
+
+def _table_console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=200)  # piped: whole run ids, not 80 columns
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

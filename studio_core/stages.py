@@ -293,7 +293,7 @@ def training_exec(ctx: RunContext) -> None:
         ctx.emit("warning", f"{len(data.train_tokens) - len(train_rows)} training rows have no assistant tokens left "
                             f"after truncation to data.max_length={cfg.data.max_length} and are not trained on")
     outcome = train(cfg, ctx.outputs["peft_model"], train_rows, val_rows, tokenizer(ctx).pad_token_id,
-                    ctx.run.path, ctx.outputs["precision"], ctx.emit, ctx.run.metric, ctx.cancel)
+                    ctx.run.path, ctx.outputs["precision"], ctx.emit, ctx.run.metric, ctx.cancel, trainer_parts(ctx))
     if outcome.cancelled:
         raise CancelledError(f"cancelled at step {outcome.steps}; resume with peft-studio run --resume "
                              f"{ctx.run.run_id}")
@@ -304,6 +304,15 @@ def training_exec(ctx: RunContext) -> None:
                "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
     ctx.write_artifact("training.json", summary)
     _save_and_merge(ctx)
+
+
+def trainer_parts(ctx: RunContext):
+    """What the run's enabled features attach to the Trainer (`train.trainer.TrainerParts`): trackers, a privacy
+    engine, a gradient communication hook, a packing collator. Each feature adds its own piece here, from its
+    own config section; none is in this version yet, so the Trainer is the plain one."""
+    from studio_core.train.trainer import TrainerParts
+
+    return TrainerParts()
 
 
 def _val_loss_at(history: list[dict], checkpoint: str | None) -> float | None:
