@@ -179,6 +179,7 @@ def preflight_check(ctx: RunContext) -> None:
         adapter = pf.check_parameters(report, peft_model)
         pf.check_rank(report, cfg, adapter, data, getattr(model.config, "hidden_size", None))
         pf.check_memory(report, cfg, model, adapter, base_params, precision, profile)
+        pf.check_disk(report, cfg, ctx.run.path, base_params, adapter)
         if not report.errors:
             tok = tokenizer(ctx)
             pf.micro_run(report, cfg, peft_model, data, tok.pad_token_id, precision, ctx.simulated)
