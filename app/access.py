@@ -1,0 +1,54 @@
+"""Run first by app/main.py, before navigation draws any page: the shared studio's token gate, and a warning when
+the server runs without the settings the studio depends on (started some other way than `peft-studio studio`)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from studio_core import share
+from studio_core.errors import InputError
+
+ACCESS_KEY = "access:granted"
+LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+
+
+def guard() -> None:
+    """Stop the script here (login field only) in a shared studio until this session gives the token."""
+    if share.is_shared():
+        _require_token()
+    else:
+        _warn_about_settings()
+
+
+def _require_token() -> None:
+    if st.session_state.get(ACCESS_KEY):
+        return
+    try:
+        if share.token_matches(st.query_params.get("token")):
+            st.session_state[ACCESS_KEY] = True  # kept for this browser session; the URL may drop it now
+            return
+    except InputError as e:
+        st.error(str(e))
+        st.stop()
+    st.title("PEFT Studio")
+    with st.form("access:login"):
+        typed = st.text_input("Access token", type="password",
+                              help="Printed by `peft-studio studio --share`; also in the studio home's access-token file.")
+        if st.form_submit_button("Open the studio"):
+            if share.token_matches(typed):
+                st.session_state[ACCESS_KEY] = True
+                st.rerun()
+            st.error("That is not this studio's access token.")
+    st.stop()
+
+
+def _warn_about_settings() -> None:
+    address = st.get_option("server.address")
+    if address not in LOCAL_ADDRESSES:
+        st.warning(f"This studio listens on {'every interface' if not address else address}, without an access token: "
+                   "anyone who can reach this port can read your runs and start jobs. Restart it with "
+                   "`peft-studio studio` (this machine only) or `peft-studio studio --share` (token required).")
+    if st.get_option("runner.postScriptGC"):
+        st.warning("Streamlit's `runner.postScriptGC` is on: every refresh of a live view runs a full garbage collection "
+                   "and training in the studio runs many times slower. Start it with `peft-studio studio` (or "
+                   "`make studio`), which passes the studio's settings explicitly.")
