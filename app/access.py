@@ -3,6 +3,8 @@ the server runs without the settings the studio depends on (started some other w
 
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
 from studio_core import share
@@ -52,3 +54,29 @@ def _warn_about_settings() -> None:
         st.warning("Streamlit's `runner.postScriptGC` is on: every refresh of a live view runs a full garbage collection "
                    "and training in the studio runs many times slower. Start it with `peft-studio studio` (or "
                    "`make studio`), which passes the studio's settings explicitly.")
+
+
+def signing_secrets(config) -> dict[str, str] | None:
+    """For Start in a shared studio that signs: ask for the key's passphrase and check it now, not after training.
+
+    Returns the secrets for `JOBS.submit(..., secrets=...)` (piped to the job's process, never written to disk or
+    the queue): {} when none is needed, None while the passphrase is missing or wrong (Start stays disabled).
+    """
+    if config is None or not share.is_shared() or not config.signing.enabled:
+        return {}
+    from studio_core.package import load_private_keys
+
+    typed = st.text_input("Signing key passphrase", type="password", key="access:passphrase",
+                          help="The passphrase of the signing key: sent to the run's process only, never stored.")
+    if not typed:
+        st.caption("Signing needs the key's passphrase before Start.")
+        return None
+    checked = hashlib.sha256(f"{config.signing.key_id}\0{typed}".encode()).hexdigest()
+    if st.session_state.get("access:passphrase-checked") != checked:  # decrypting costs; once per new passphrase
+        try:
+            load_private_keys(None, config.signing.key_id, typed)
+        except InputError as e:
+            st.error(str(e))
+            return None
+        st.session_state["access:passphrase-checked"] = checked
+    return {config.signing.passphrase_env: typed}

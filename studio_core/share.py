@@ -114,3 +114,50 @@ def studio_environment(home: Path, share: bool, data_roots: list[Path]) -> dict[
         env[SHARED_ENV] = "1"
         env[ROOTS_ENV] = os.pathsep.join(str(p) for p in data_roots)
     return env
+
+
+def path_fields(config) -> dict[str, str]:
+    """Every free-text path of a config that names a file or folder on this machine, by dotted field."""
+    from studio_core.data.demo import DEMO_REF_PREFIX
+    from studio_core.errors import ModelError
+    from studio_core.models.resolve import parse_ref
+
+    fields = {"data.path": config.data.path, "data.val_path": config.data.val_path,
+              "evaluation.test_path": config.evaluation.test_path, "policy.path": config.policy.path}
+    fields = {k: v for k, v in fields.items() if v and not v.startswith(DEMO_REF_PREFIX)}
+    try:
+        if parse_ref(config.model.ref)[0] == "local":
+            fields["model.ref"] = config.model.ref
+    except ModelError:  # an unknown reference kind: the model step reports it; it names no readable path
+        pass
+    return fields
+
+
+def shared_studio_problems(config, home: str | Path | None = None) -> list:
+    """In a shared studio: each typed path outside the allowed roots, and signing with an unencrypted key.
+
+    Empty when the studio is not shared (the local user may name any file).
+    """
+    from studio_core.errors import Problem
+    from studio_core.roots import allowed_roots, resolve_under_roots
+
+    if not is_shared():
+        return []
+    found = []
+    try:
+        roots = allowed_roots(home, data_roots_from_env())
+    except InputError as e:
+        return [Problem("data.path", str(e))]
+    for name, value in path_fields(config).items():
+        try:
+            resolve_under_roots(value, roots, name)
+        except InputError as e:
+            found.append(Problem(name, str(e)))
+    if config.signing.enabled:
+        from studio_core.package.keys import find_key, require_encrypted_when_shared
+
+        try:
+            require_encrypted_when_shared(find_key(home, config.signing.key_id))
+        except InputError as e:
+            found.append(Problem("signing.key_id", str(e)))
+    return found

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio_core import share
+from studio_core.config import RunConfig
 
 MAIN = Path(__file__).resolve().parents[2] / "app" / "main.py"
 
@@ -58,3 +59,33 @@ def test_the_token_file_is_private_and_a_readable_one_is_refused(studio_env: Pat
     path.chmod(0o644)
     with pytest.raises(share.InputError, match="chmod 600"):
         share.token_matches("x", studio_env)
+
+
+def test_a_path_outside_the_roots_blocks_start_with_the_reason(shared: str, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_text('{"prompt": "a", "completion": "b"}\n')
+    at = _app()
+    at.query_params["token"] = shared
+    at.run()
+    at.text_input(key="field:data.path").input(str(outside)).run()
+    assert at.sidebar.button(key="sidebar:start").disabled
+    assert any("outside the folders this shared studio may read" in e.value for e in at.sidebar.error)
+
+
+def test_signing_in_a_shared_studio_asks_for_the_passphrase_at_start(shared: str, studio_env: Path) -> None:
+    from studio_core.package import generate_keys
+
+    generate_keys(studio_env, passphrase="s3cret-pass")
+    at = _app()
+    at.query_params["token"] = shared
+    config = RunConfig().model_dump(mode="json")
+    for section in ("export", "package", "signing"):
+        config[section]["enabled"] = True
+    at.session_state["run_config"] = config
+    at.run()
+    assert at.sidebar.button(key="sidebar:start").disabled  # no passphrase yet
+    at.sidebar.text_input(key="access:passphrase").input("wrong").run()
+    assert at.sidebar.button(key="sidebar:start").disabled
+    assert any("wrong passphrase" in e.value for e in at.sidebar.error)
+    at.sidebar.text_input(key="access:passphrase").input("s3cret-pass").run()
+    assert not at.sidebar.button(key="sidebar:start").disabled
