@@ -150,7 +150,7 @@ def shared_studio_problems(config, home: str | Path | None = None) -> list:
         return [Problem("data.path", str(e))]
     for name, value in path_fields(config).items():
         try:
-            resolve_under_roots(value, roots, name)
+            resolve_under_roots(value, roots, "path")  # the Problem names the field
         except InputError as e:
             found.append(Problem(name, str(e)))
     if config.signing.enabled:
