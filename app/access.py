@@ -35,7 +35,7 @@ def _require_token() -> None:
     st.title("PEFT Studio")
     with st.form("access:login"):
         typed = st.text_input("Access token", type="password",
-                              help="Printed by `peft-studio studio --share`; also in the studio home's access-token file.")
+                              help="Printed by `peft-studio studio --share`; also in the home's access-token file.")
         if st.form_submit_button("Open the studio"):
             if share.token_matches(typed):
                 st.session_state[ACCESS_KEY] = True
@@ -51,9 +51,9 @@ def _warn_about_settings() -> None:
                    "anyone who can reach this port can read your runs and start jobs. Restart it with "
                    "`peft-studio studio` (this machine only) or `peft-studio studio --share` (token required).")
     if st.get_option("runner.postScriptGC"):
-        st.warning("Streamlit's `runner.postScriptGC` is on: every refresh of a live view runs a full garbage collection "
-                   "and training in the studio runs many times slower. Start it with `peft-studio studio` (or "
-                   "`make studio`), which passes the studio's settings explicitly.")
+        st.warning("Streamlit's `runner.postScriptGC` is on: every refresh of a live view runs a full garbage "
+                   "collection and training in the studio runs many times slower. Start it with `peft-studio studio` "
+                   "(or `make studio`), which passes the studio's settings explicitly.")
 
 
 def signing_secrets(config) -> dict[str, str] | None:

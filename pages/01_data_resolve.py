@@ -18,7 +18,8 @@ if upload is not None and st.button("Use this file", key="data:use-upload"):
         path = save_upload(studio_home(), upload.name, upload.getvalue())
         config_data()["data"]["path"] = str(path)
         st.session_state.pop("field:data.path", None)
-        renamed = f" ({sanitise_filename(upload.name)} was taken)" if path.name != sanitise_filename(upload.name) else ""
+        wanted = sanitise_filename(upload.name)
+        renamed = f" ({wanted} was taken)" if path.name != wanted else ""
         st.success(f"Saved as {path}{renamed}; data.path now points at it.")
     except StudioError as e:
         st.error(str(e))

@@ -345,7 +345,8 @@ def cmd_studio(args: argparse.Namespace) -> int:
     home = studio_home(args.home)
     if args.share:
         token = share.ensure_token(home, renew=args.new_token)
-        err.print(f"[bold]shared studio[/]: anyone with this URL can use it (token in {escape(str(share.token_path(home)))}):")
+        where = escape(str(share.token_path(home)))
+        err.print(f"[bold]shared studio[/]: anyone with this URL can use it (token in {where}):")
         for host in _lan_hosts():
             print(f"http://{host}:{args.port}/?token={token}", flush=True)
     else:
@@ -372,8 +373,9 @@ def _lan_hosts() -> list[str]:
     return list(dict.fromkeys(hosts))
 
 
-COMMANDS = {"studio": cmd_studio, "methods": cmd_methods, "run": cmd_run, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
+COMMANDS = {"methods": cmd_methods, "run": cmd_run, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
             "verify": cmd_verify, "promote": cmd_promote}
+COMMANDS["studio"] = cmd_studio
 
 
 def main(argv: list[str] | None = None) -> int:

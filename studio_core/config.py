@@ -534,7 +534,8 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
             "training.save_steps",
             f"{config.training.save_steps} is not a multiple of training.eval_steps={config.training.eval_steps}; "
             "early stopping keeps the best evaluated checkpoint, so checkpoints must fall on evaluation steps; set "
-            f"training.save_steps={checkpoint_interval(config.training.eval_steps)} (or leave it unset to follow eval_steps)",
+            f"training.save_steps={checkpoint_interval(config.training.eval_steps)} (or leave it unset to follow "
+            "eval_steps)",
         ))
     if config.data.val_path is not None and config.data.val_path == config.data.path:
         problems.append(Problem("data.val_path", "is the training file itself; point it at a separate file"))

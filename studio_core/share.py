@@ -22,7 +22,7 @@ from studio_core.uploads import DEFAULT_MAX_BYTES
 SHARED_ENV = "PEFT_STUDIO_SHARED"
 ROOTS_ENV = "PEFT_STUDIO_DATA_ROOTS"
 TOKEN_FILE = "access-token"
-STREAMLIT_MAX_UPLOAD_MIB = DEFAULT_MAX_BYTES // 2**20 + 64  # above the app's limit, so the app's own check (and message) fires
+STREAMLIT_MAX_UPLOAD_MIB = DEFAULT_MAX_BYTES // 2**20 + 64  # above the app's limit, so the app's check and message fire
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -60,7 +60,7 @@ def read_token(home: str | Path | None = None) -> str:
         mode = path.stat().st_mode
         token = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
-        raise InputError(f"{path}: no access token; start the shared studio with `peft-studio studio --share`") from None
+        raise InputError(f"{path}: no access token; start the studio with `peft-studio studio --share`") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise InputError(f"{path} is readable by other users (mode {stat.S_IMODE(mode):o}); run `chmod 600 {path}`")
     if len(token) < 16:

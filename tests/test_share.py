@@ -51,7 +51,8 @@ def test_started_from_another_folder_it_listens_on_localhost_only(tmp_path):
         port = s.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "studio_core.cli", "studio", "--port", str(port), "--home",
-                             str(tmp_path / "home")], cwd=tmp_path, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+                             str(tmp_path / "home")], cwd=tmp_path,
+                            env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60

@@ -31,6 +31,7 @@ from studio_core.runs import RunDir, atomic_write_json, atomic_write_text
 
 PAYLOAD_ARTIFACTS = ("adapter", "merged", "onnx", "engine")
 SECRET_KEY = re.compile(r"token|secret|passw|passphrase|api_?key|private_?key|credential|auth", re.IGNORECASE)
+WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")
 PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 REDACTED = "<redacted>"
 # Secrets inside any string, each replaced by REDACTED where it stands (the rest of the string is kept).
@@ -74,7 +75,7 @@ def local_paths_out(value: Any, run_dir: Path) -> Any:
         return {k: local_paths_out(v, run_dir) for k, v in value.items()}
     if isinstance(value, list):
         return [local_paths_out(v, run_dir) for v in value]
-    if isinstance(value, str) and "\n" not in value and (value.startswith(("/", "~")) or re.match(r"^[A-Za-z]:\\", value)):
+    if isinstance(value, str) and "\n" not in value and (value.startswith(("/", "~")) or WINDOWS_PATH.match(value)):
         path = Path(value).expanduser()
         return path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else path.name
     return value

@@ -75,7 +75,8 @@ def test_archive_is_deterministic(package, tmp_path):
     ("https://u:p4ss@host/data.jsonl", "https://<redacted>@host/data.jsonl"),
     ("header Authorization: Bearer eyJhbGciOi.xyz", "header Authorization: Bearer <redacted>"),
     ("download with hf_abcdefgh12345678 failed", "download with <redacted> failed"),
-    ("s3://b/k?X-Amz-Signature=deadbeef01&X-Amz-Credential=AKIA/x", "s3://b/k?X-Amz-Signature=<redacted>&X-Amz-Credential=<redacted>"),
+    ("s3://b/k?X-Amz-Signature=deadbeef01&X-Amz-Credential=AKIA/x",
+     "s3://b/k?X-Amz-Signature=<redacted>&X-Amz-Credential=<redacted>"),
     ("token embeddings and basic configuration stay", "token embeddings and basic configuration stay"),
 ])
 def test_scrub_finds_secrets_inside_strings(text, expected):
