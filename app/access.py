@@ -24,10 +24,13 @@ def guard() -> None:
 
 def _require_token() -> None:
     if st.session_state.get(ACCESS_KEY):
+        if "token" not in st.query_params:  # a page switch drops it: put it back, so a reload stays signed in
+            st.query_params["token"] = st.session_state[ACCESS_KEY]
         return
     try:
-        if share.token_matches(st.query_params.get("token")):
-            st.session_state[ACCESS_KEY] = True  # kept for this browser session; the URL may drop it now
+        candidate = st.query_params.get("token")
+        if share.token_matches(candidate):
+            st.session_state[ACCESS_KEY] = candidate.strip()  # kept for this session, and in its URL
             return
     except InputError as e:
         st.error(str(e))
@@ -38,7 +41,7 @@ def _require_token() -> None:
                               help="Printed by `peft-studio studio --share`; also in the home's access-token file.")
         if st.form_submit_button("Open the studio"):
             if share.token_matches(typed):
-                st.session_state[ACCESS_KEY] = True
+                st.session_state[ACCESS_KEY] = typed.strip()
                 st.rerun()
             st.error("That is not this studio's access token.")
     st.stop()

@@ -46,8 +46,8 @@ def test_the_token_in_the_url_or_typed_opens_the_studio_for_the_session(shared: 
     typed.text_input[0].input(shared)
     typed.button[0].click().run()
     assert [t.value for t in typed.title] == ["1. Data Resolve"]
-    typed.run()  # a later rerun in the same session needs no token again
-    assert [t.value for t in typed.title] == ["1. Data Resolve"]
+    typed.run()  # a later rerun in the same session needs no token again, and puts it in the URL for a reload
+    assert [t.value for t in typed.title] == ["1. Data Resolve"] and typed.query_params["token"] == shared
 
 
 def test_the_token_file_is_private_and_a_readable_one_is_refused(studio_env: Path) -> None:

@@ -68,7 +68,10 @@ def test_shared_studio_needs_its_token_and_refuses_paths_outside_its_roots(share
     page.set_default_timeout(60_000)
     page.goto(f"{url}/?token={token}")
     page.get_by_role("heading", name="1. Data Resolve").wait_for()
-    go(page, "Runs")  # the token is kept for the session: page switches need it no more
+    go(page, "Runs")  # the token is kept for the session: page switches and reloads need no login
+    page.get_by_text("Runs (1)", exact=True).wait_for()
+    page.wait_for_url(f"**/runs?token={token}")
+    page.reload()
     page.get_by_text("Runs (1)", exact=True).wait_for()
     go(page, "1. Data Resolve")
     outside = tmp_path / "outside.jsonl"
