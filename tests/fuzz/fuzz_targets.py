@@ -297,7 +297,7 @@ def fuzz_verifier(examples: int) -> dict:
         if not correct:
             tally.unexpected_outcome(f"UNEXPECTED wrong verdict ok={report.ok}", sample, "; ".join(report.reasons))
             return
-        tally.outcomes["verified" if report.ok else "refused"] += 1
+        tally.outcomes[f"{'verified' if report.ok else 'refused'} ({kind})"] += 1
 
     target()
     shutil.rmtree(folder, ignore_errors=True)
