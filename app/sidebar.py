@@ -6,6 +6,7 @@ import json
 
 import streamlit as st
 
+from app.access import signing_secrets
 from app.session import RUN_KEY, cli_command, config_data, problems, replace_config, validated_config
 from studio_core.errors import StudioError
 from studio_core.jobs import JOBS, queue_position
@@ -29,8 +30,9 @@ def _start_button() -> None:
     found = problems()
     if found:
         st.error("Start is blocked:\n" + "\n".join(f"- `{p.field}`: {p.message}" for p in found))
-    if st.button("Start", type="primary", disabled=bool(found), key="sidebar:start"):
-        job = JOBS.submit(validated_config())
+    secrets = signing_secrets(None if found else validated_config())  # a shared studio asks for the passphrase
+    if st.button("Start", type="primary", disabled=bool(found) or secrets is None, key="sidebar:start"):
+        job = JOBS.submit(validated_config(), **({"secrets": secrets} if secrets else {}))
         st.session_state[RUN_KEY] = job.run_id
 
 

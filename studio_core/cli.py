@@ -93,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--channel", default="stable", help="Registry channel (default: stable).")
     promote.add_argument("--public-key", help="PEM file of trusted public keys (default: the home's keys).")
     promote.add_argument("--home", help=home_help)
+
+    studio = sub.add_parser("studio", help="Open the studio in the browser (this machine only, unless --share).")
+    studio.add_argument("--port", type=int, default=8501, help="Port (default: 8501).")
+    studio.add_argument("--share", action="store_true",
+                        help="Listen on every interface and require the access token printed (kept in the home, 0600).")
+    studio.add_argument("--data-root", dest="data_roots", action="append", default=[], metavar="DIR",
+                        help="With --share: a folder whose files typed paths may name, beside the home (repeatable).")
+    studio.add_argument("--new-token", action="store_true", help="With --share: replace the access token.")
+    studio.add_argument("--home", help=home_help)
     return parser
 
 
@@ -422,8 +431,51 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    """Start Streamlit with every server option explicit (share.streamlit_options), whatever the working folder."""
+    import subprocess
+
+    from studio_core import share
+    from studio_core.runs import studio_home
+
+    if (args.data_roots or args.new_token) and not args.share:
+        raise InputError("--data-root and --new-token apply to a shared studio; add --share")
+    roots = [Path(r).expanduser().resolve() for r in args.data_roots]
+    for given, root in zip(args.data_roots, roots):
+        if not root.is_dir():
+            raise InputError(f"--data-root {given}: no such folder")
+    home = studio_home(args.home)
+    if args.share:
+        token = share.ensure_token(home, renew=args.new_token)
+        where = escape(str(share.token_path(home)))
+        err.print(f"[bold]shared studio[/]: anyone with this URL can use it (token in {where}):")
+        for host in _lan_hosts():
+            print(f"http://{host}:{args.port}/?token={token}", flush=True)
+    else:
+        print(f"http://127.0.0.1:{args.port}/", flush=True)
+    proc = subprocess.Popen(share.streamlit_command(args.port, args.share),
+                            env=share.studio_environment(home, args.share, roots))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Streamlit got the same Ctrl-C; let it shut down
+        return proc.wait()
+
+
+def _lan_hosts() -> list[str]:
+    """This machine's name and its IPv4 addresses on its network interfaces (loopback left out)."""
+    import socket
+
+    import psutil
+
+    hosts = [socket.gethostname()]
+    for addresses in psutil.net_if_addrs().values():  # read from the interfaces: no packet is sent anywhere
+        hosts += [a.address for a in addresses if a.family == socket.AF_INET and not a.address.startswith("127.")]
+    return list(dict.fromkeys(hosts))
+
+
 COMMANDS = {"methods": cmd_methods, "run": cmd_run, "queue": cmd_queue, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
             "verify": cmd_verify, "promote": cmd_promote}
+COMMANDS["studio"] = cmd_studio
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -390,10 +390,15 @@ def _check_reload(ctx: RunContext, adapter_dir: Path, batch: dict, swap: bool) -
     reloaded = PeftModel.from_pretrained(_fresh_base(ctx).to(device=device, dtype=dtype), str(adapter_dir)).eval()
     inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
     # Both at the run's compute precision: the Trainer left the trained model's forward under bf16/fp16 autocast.
-    with torch.no_grad(), autocast(ctx.outputs["precision"], device.type):
-        error = relative_error(trained(**inputs).logits.float(), reloaded(**inputs).logits.float())
+    # Except PiSSA/OLoRA: W_res + BA against W + B'A' is the same function in fp32, rounded differently under
+    # bf16 (6e-3 apart): so fp32, past the Trainer's autocast wrapper (accelerate keeps `_original_forward`).
+    precision = "fp32" if swap else ctx.outputs["precision"]
+    forward = trained.__dict__.get("_original_forward", trained) if swap else trained
+    with torch.no_grad(), autocast(precision, device.type):
+        error = relative_error(forward(**inputs).logits.float(), reloaded(**inputs).logits.float())
     what = "trained model vs its saved adapter " + ("converted onto the original base" if swap else "reloaded")
-    ctx.outputs["reload_check"] = {"relative_error": error, "tolerance": MERGE_TOLERANCE, "what": what}
+    ctx.outputs["reload_check"] = {"relative_error": error, "tolerance": MERGE_TOLERANCE, "what": what,
+                                   "precision": precision}
     if ctx.outputs.get("backend") == "unsloth":  # its fused kernels round differently from stock peft's
         ctx.outputs["reload_check"]["enforced"] = False
     elif error > MERGE_TOLERANCE:

@@ -213,12 +213,15 @@ def _read_parquet(path: Path) -> Iterator[SourceRecord]:
 
     try:
         parquet = pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # UnicodeDecodeError: a damaged column name
         raise DataError(
             f"not a readable Parquet file ({exc}); check the file or data.file_format", path
         ) from None
     row = 0
-    for batch in parquet.iter_batches(batch_size=1024):
-        for record in batch.to_pylist():
-            row += 1
-            yield SourceRecord(row, record, None)
+    try:  # a damaged column chunk shows only when it is read, not when the footer is opened
+        for batch in parquet.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                row += 1
+                yield SourceRecord(row, record, None)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # bad UTF-8 in a string column: the last
+        raise DataError(f"damaged Parquet data after row {row} ({exc}); re-export the file", path) from None
