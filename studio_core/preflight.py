@@ -127,8 +127,8 @@ def check_parameters(report: PreflightReport, peft_model) -> int:
 
 def check_memory(report: PreflightReport, cfg: RunConfig, model, adapter_params: int, base_params: int,
                  precision: str, profile) -> None:
-    """The estimate against the budget; over it, the changes that would fit (`studio_core.hardware.fit`)."""
-    from studio_core.hardware.fit import device_kind, estimate_for, fit_to_memory, memory_budget
+    """The estimate against the budget; over it, the changes that would fit (`studio_core.train.fit`)."""
+    from studio_core.train.fit import device_kind, estimate_for, fit_to_memory, memory_budget
 
     available, budget, device = memory_budget(profile, cfg.preflight.memory_headroom)
     kind = device_kind(device)

@@ -17,8 +17,20 @@ from pathlib import Path
 from studio_core.errors import InputError
 from studio_core.runs import studio_home
 
+SHARED_ENV = "PEFT_STUDIO_SHARED"
+ROOTS_ENV = "PEFT_STUDIO_DATA_ROOTS"
 SETTINGS_FILE = "settings.json"
 PRIVATE_ENTRIES = ("keys", "access-token", SETTINGS_FILE)  # inside the home, never readable through a typed path
+
+
+def is_shared() -> bool:
+    """True in a studio started with `peft-studio studio --share` (and the job processes it starts)."""
+    return os.environ.get(SHARED_ENV) == "1"
+
+
+def data_roots_from_env() -> list[Path]:
+    """The `--data-root` folders the launcher passed down."""
+    return [Path(p) for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p]
 
 
 @dataclass(frozen=True)

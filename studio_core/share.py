@@ -17,23 +17,12 @@ from pathlib import Path
 
 from studio_core.errors import InputError
 from studio_core.runs import studio_home
+from studio_core.roots import ROOTS_ENV, SHARED_ENV, data_roots_from_env, is_shared  # noqa: F401 (re-exported)
 from studio_core.uploads import DEFAULT_MAX_BYTES
 
-SHARED_ENV = "PEFT_STUDIO_SHARED"
-ROOTS_ENV = "PEFT_STUDIO_DATA_ROOTS"
 TOKEN_FILE = "access-token"
 STREAMLIT_MAX_UPLOAD_MIB = DEFAULT_MAX_BYTES // 2**20 + 64  # above the app's limit, so the app's check and message fire
 REPO = Path(__file__).resolve().parent.parent
-
-
-def is_shared() -> bool:
-    """True in a studio started with `peft-studio studio --share` (and the job processes it starts)."""
-    return os.environ.get(SHARED_ENV) == "1"
-
-
-def data_roots_from_env() -> list[Path]:
-    """The `--data-root` folders the launcher passed down."""
-    return [Path(p) for p in os.environ.get(ROOTS_ENV, "").split(os.pathsep) if p]
 
 
 def token_path(home: str | Path | None = None) -> Path:

@@ -135,7 +135,7 @@ def check_private_file(path: Path) -> None:
 
 def require_encrypted_when_shared(info: KeyInfo) -> None:
     """A shared studio signs only with a passphrase-protected key: anyone with its token could use a plain one."""
-    from studio_core.share import is_shared
+    from studio_core.roots import is_shared
 
     if is_shared() and not info.encrypted:
         raise InputError(f"key {info.key_id[:12]} is not encrypted, and a shared studio signs only with a key that "

@@ -1,7 +1,6 @@
 import hashlib
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 

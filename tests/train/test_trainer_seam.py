@@ -28,7 +28,7 @@ def test_callbacks_collator_wrappers_metric_fields_and_comm_hook_all_plug_in(tmp
         raise AssertionError("a single process has no gradient exchange")
 
     def parts(ctx):
-        return TrainerParts(callbacks=[Counting()], collator=CountingCollator(stages.tokenizer(ctx).pad_token_id),
+        return TrainerParts(callbacks=[Counting()], collator=CountingCollator(ctx.tokenizer().pad_token_id),
                             wrap=[wrap], comm_hook=(None, comm_hook),
                             metric_fields=[lambda state: {"feature_step": state.global_step * 10}])
 
