@@ -7,10 +7,10 @@ import streamlit as st
 
 from studio_core.errors import StudioError
 
-from app.charts import line_chart, loss_chart
+from app.charts import line_chart, loss_chart, resource_chart
 from studio_core.config import validate_config
-from studio_core.jobs import JOBS, LOG_FILE, queue_position
-from studio_core.runs import RunStore
+from studio_core.jobs import JOBS, LOG_FILE, RESOURCES_FILE, queue_position
+from studio_core.runs import RunStore, read_jsonl
 
 
 def render_run(run_id: str, key: str) -> None:
@@ -42,7 +42,20 @@ def _render(run_id: str, key: str) -> None:
         left, right = st.columns(2)
         left.plotly_chart(line_chart(metrics, "lr", "Learning rate"), key=f"{key}-lr")
         right.plotly_chart(line_chart(metrics, "tokens_per_s", "Tokens / s"), key=f"{key}-tps")
+    _resources(run, status, key)
     _controls(run, status, key)
+
+
+def _resources(run, status: dict, key: str) -> None:
+    samples = read_jsonl(run.path / RESOURCES_FILE)
+    if not samples:
+        return
+    st.plotly_chart(resource_chart(samples[-600:]), key=f"{key}-resources")
+    peaks = status.get("resources") or {}
+    parts = [f"peak memory {peaks['peak_rss_mb']:,.0f} MB" if peaks.get("peak_rss_mb") else None,
+             f"peak CPU {peaks['peak_cpu_percent']:.0f}%" if peaks.get("peak_cpu_percent") is not None else None,
+             f"peak GPU memory {peaks['peak_gpu_memory_mb']:,.0f} MB" if peaks.get("peak_gpu_memory_mb") else None]
+    st.caption(", ".join(p for p in parts if p) + " (sampled every 2 s by the studio; 100% = one core)")
 
 
 def _header(run_id: str, status: dict) -> None:
