@@ -8,7 +8,8 @@ from typing import Any
 
 import streamlit as st
 
-from studio_core.config import RunConfig, parse_value, validate_config
+from studio_core.config import RunConfig, validate_config
+from studio_core.config_io import parse_value
 from studio_core.errors import ConfigError, Problem
 
 CONFIG_KEY = "run_config"

@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_run_config(args: argparse.Namespace):
     """The RunConfig a `run` invocation means: file, then shortcut flags, then --set, then --simulate."""
-    from studio_core.config import apply_overrides, load_config, validate_config
+    from studio_core.config import validate_config
+    from studio_core.config_io import apply_overrides, load_config
 
     data: dict[str, Any] = load_config(args.config).model_dump() if args.config else {}
     shortcuts = {"data.path": args.data, "model.ref": args.model, "method.name": args.method}
