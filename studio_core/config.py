@@ -556,7 +556,7 @@ def _problems_from_validation(error: ValidationError, prefix: str = "") -> list[
             ids = "/".join(get_args(tag.model_fields["name"].annotation))
             message = f"not a parameter of method {ids}; its parameters are: {params}"
         elif item["type"] == "extra_forbidden":
-            message = f"unknown key{_did_you_mean(path)}"
+            message = f"unknown key{did_you_mean(path)}"
         elif item["type"] == "invalid_method":
             path = f"{prefix}method.name"
         problems.append(Problem(path, message))
@@ -590,7 +590,7 @@ def all_field_paths(model: type[BaseModel] = RunConfig, prefix: str = "") -> lis
     return paths
 
 
-def _did_you_mean(path: str) -> str:
+def did_you_mean(path: str) -> str:
     close = difflib.get_close_matches(path, all_field_paths(), n=3, cutoff=0.5)
     return f"; did you mean {', '.join(close)}?" if close else ""
 

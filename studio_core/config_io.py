@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from studio_core.config import METHOD_IDS, RunConfig, _did_you_mean, all_field_paths, switch_method, validate_config
+from studio_core.config import METHOD_IDS, RunConfig, did_you_mean, all_field_paths, switch_method, validate_config
 from studio_core.errors import ConfigError, Problem
 
 
@@ -64,7 +64,7 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             problems.append(Problem(assignment, "expected dotted.key=value, e.g. training.max_steps=50"))
             continue
         if key not in known:
-            problems.append(Problem(key, f"unknown key{_did_you_mean(key)}"))
+            problems.append(Problem(key, f"unknown key{did_you_mean(key)}"))
             continue
         _set_path(data, key.split("."), parse_value(raw))
     if problems:
