@@ -145,7 +145,7 @@ def tokenize_conversation(
     for i, message in enumerate(messages):
         if message["role"] != "assistant" or (train_on == "last_assistant" and i != last):
             continue
-        start = len(_render(tokenizer, messages[:i], generation_prompt=True, tools=tools))
+        start = _turn_start(tokenizer, messages, i, tools)
         upto = _render(tokenizer, messages[: i + 1], tools=tools)
         if input_ids[: len(upto)] != upto or start > len(upto):
             raise ModelError(
@@ -155,6 +155,20 @@ def tokenize_conversation(
             )
         labels[start : len(upto)] = input_ids[start : len(upto)]
     return TokenizedExample(input_ids[:max_length], labels[:max_length], len(input_ids))
+
+
+def _turn_start(tokenizer, messages: list[dict], i: int, tools: list | None) -> int:
+    """Where assistant turn `i`'s own tokens start: after the prefix and the generation prompt."""
+    if i:
+        return len(_render(tokenizer, messages[:i], generation_prompt=True, tools=tools))
+    # The assistant speaks first: there is no prefix to render, so the start is where this turn's rendering
+    # stops agreeing with the same turn emptied (everything before its content is the template's).
+    full = _render(tokenizer, messages[:1], tools=tools)
+    empty = _render(tokenizer, [{"role": "assistant", "content": ""}], tools=tools)
+    same = 0
+    while same < min(len(full), len(empty)) and full[same] == empty[same]:
+        same += 1
+    return same
 
 
 def tokenize_text(tokenizer, text: str) -> list[int]:

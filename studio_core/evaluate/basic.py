@@ -96,6 +96,7 @@ class EvalSplit:
 
 
 def make_split(name: str, rows: list[list[dict]], tokens: list, max_rows: int, task_rows: int) -> EvalSplit:
+    rows = [c for c in rows if any(m["role"] == "assistant" for m in c)]  # raw-text rows have no answer
     prompts, references = zip(*(prompt_and_reference(c) for c in rows[:task_rows])) if rows else ((), ())
     return EvalSplit(name, tokens[:max_rows], list(prompts), list(references))
 
