@@ -30,6 +30,7 @@ ERRORS: dict[str, tuple[str, str]] = {
     "bad_tools": ("have a 'tools' field that cannot be read", "make it a (JSON) list of function schemas"),
     "bad_history": ("have a 'history' that is not a list of [prompt, response] pairs", "fix the history"),
     "no_assistant": ("have no assistant turn (nothing to train on)", "add the assistant's reply or drop the row"),
+    "orphan_tool_reply": ("have a tool reply that answers no tool call", "add the call before it or drop the reply"),
     "last_not_assistant": ("do not end with an assistant turn", "drop the trailing turns or add the reply"),
     "invalid": ("cannot be used", "see the reasons listed in sources[].bad_rows"),
 }
@@ -78,7 +79,8 @@ def warning_items(loaded: LoadedData, rows: list[list[dict]], locations: list[in
     near = near_duplicates(rows, locations)
     if near:
         items.append(quality_item(
-            "warning", "near_duplicate", f"{file}: {_count(len(near), 'row')} {_verb(len(near), 'repeats', 'repeat')} an earlier row up to case and "
+            "warning", "near_duplicate",
+            f"{file}: {_count(len(near), 'row')} {_verb(len(near), 'repeats', 'repeat')} an earlier row up to case and "
             f"whitespace (kept; {unit}s listed are the repeats); remove them if they are not meant to weigh double",
             near))
     return items
@@ -130,7 +132,8 @@ def columns_item(loaded: LoadedData) -> dict[str, Any]:
 def over_length_item(file: str, unit: str, over: list[tuple[int, int]], max_length: int, scope: str) -> dict:
     lost = sum(n for _, n in over)
     return quality_item(
-        "warning", "over_max_length", f"{file}: {_count(len(over), 'row')}{scope} {_verb(len(over), 'is', 'are')} longer than data.max_length="
+        "warning", "over_max_length",
+        f"{file}: {_count(len(over), 'row')}{scope} {_verb(len(over), 'is', 'are')} longer than data.max_length="
         f"{max_length}: {lost:,} tokens cut off the end ({unit}s listed); raise data.max_length or shorten them",
         [loc for loc, _ in over])
 

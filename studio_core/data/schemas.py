@@ -447,6 +447,11 @@ def _call(call: Any, number: int, index: int) -> dict:
 
 
 def _check_conversation(messages: list[dict]) -> None:
+    for number, message in enumerate(messages, start=1):
+        before = messages[number - 2] if number > 1 else None
+        if message["role"] == "tool" and not (before and (before.get("tool_calls") or before["role"] == "tool")):
+            raise RowError(f"message {number} is a tool reply, but no assistant tool call comes before it; add "
+                           "the call (tool_calls, or a function_call turn) or drop the reply", "orphan_tool_reply")
     if not any(message["role"] == "assistant" for message in messages):
         raise RowError("no assistant message; there is nothing to train on", "no_assistant")
     if messages[-1]["role"] != "assistant":

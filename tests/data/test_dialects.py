@@ -64,7 +64,8 @@ def test_sharegpt_tools_dialect() -> None:
         {"role": "tool", "content": '{"temperature_c": 18, "sky": "cloudy"}'},
         bot("It is 18 degrees and cloudy in Paris."),
     ]
-    assert data.rows[1] == [user("Tell me a joke."), bot("Why did the chicken cross the road? To get to the other side.")]
+    joke = "Why did the chicken cross the road? To get to the other side."
+    assert data.rows[1] == [user("Tell me a joke."), bot(joke)]
 
 
 def test_openai_tools_dialect_string_and_object_arguments() -> None:
@@ -173,3 +174,10 @@ def test_explicit_columns_win_over_aliases() -> None:
     data = load_conversations(FIXTURES / "ambiguous_columns.csv",
                               columns={"instruction": "question", "output": "response"})
     assert data.rows == [[user("What is 2+2?"), bot("four")]] and not data.columns_guessed
+
+
+def test_a_tool_reply_without_a_call_is_refused() -> None:
+    record = {"messages": [user("q"), {"role": "tool", "content": "r"}, bot("a")]}
+    with pytest.raises(RowError) as info:
+        normalise_record(record, "messages")
+    assert info.value.code == "orphan_tool_reply" and "message 2 is a tool reply" in info.value.reason

@@ -63,7 +63,8 @@ def test_over_max_length_counts_the_tokens_lost(tmp_path: Path) -> None:
     item = by_code(report)["over_max_length"]
     assert item["records"] == [1, 3, 5] and item["count"] == 3
     tokens = build_byte_tokenizer().apply_chat_template(
-        [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "x" * 200}], tokenize=True, return_dict=False)
+        [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "x" * 200}],
+        tokenize=True, return_dict=False)
     assert f"{3 * (len(tokens) - 64):,} tokens cut off" in item["message"]
 
 

@@ -110,7 +110,8 @@ def test_csv_wrong_field_count_and_empty_values(tmp_path: Path) -> None:
     records = list(read_records(path))
     assert records[0].record == {"a": "1", "b": "2"}
     assert (
-        records[1].location == 2 and records[1].line == 3 and "expected 2 fields" in records[1].error and "got 3" in records[1].error
+        records[1].location == 2 and records[1].line == 3
+        and "expected 2 fields" in records[1].error and "got 3" in records[1].error
     )
     assert records[2].record == {"a": "", "b": ""}
 

@@ -20,7 +20,6 @@ from studio_core.data.tokenize import (
     TOOLS_HEADER,
     chat_view,
     pack_texts,
-    plain_text_view,
     supports_tools,
     tokenize_conversation,
     tokenize_text,
@@ -151,12 +150,15 @@ def as_sharegpt(system, turns) -> dict:
 
 
 @settings(max_examples=60, deadline=None)
-@given(conversations(), st.sampled_from(["messages", "sharegpt"]))
-def test_normalise_then_render_keeps_every_turns_text(tokenizer, drawn, schema: str) -> None:
+@given(conversations(), st.sampled_from(["messages", "sharegpt"]), st.booleans())
+def test_normalise_then_render_keeps_every_turns_text(tokenizer, tool_tokenizer, drawn, schema: str,
+                                                      native: bool) -> None:
     system, turns = drawn
     record = as_openai(system, turns) if schema == "messages" else as_sharegpt(system, turns)
     conversation = normalise_record(record, schema)
-    rendered = tokenizer.apply_chat_template(plain_text_view(conversation), tokenize=False)
+    tokenizer = tool_tokenizer if native else tokenizer
+    messages, tools = chat_view(conversation, native)
+    rendered = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
     pos = 0
     for kind, value in [("system", system)] * bool(system) + turns:
         piece = json.dumps({"name": value[0], "arguments": value[1]}, ensure_ascii=False) if kind == "call" \
@@ -164,7 +166,7 @@ def test_normalise_then_render_keeps_every_turns_text(tokenizer, drawn, schema: 
         found = rendered.find(piece, pos)
         assert found >= 0, (kind, piece)
         pos = found + len(piece)  # and in order
-    example = tokenize_conversation(tokenizer, conversation, 100_000)
+    example = tokenize_conversation(tokenizer, conversation, 100_000, native_tools=native)
     assert tokenizer.decode(example.input_ids) == rendered
     answers = supervised(tokenizer, example)
     assert all(str(v) in answers for k, v in turns if k == "assistant")
