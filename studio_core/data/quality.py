@@ -31,6 +31,7 @@ ERRORS: dict[str, tuple[str, str]] = {
     "bad_history": ("have a 'history' that is not a list of [prompt, response] pairs", "fix the history"),
     "no_assistant": ("have no assistant turn (nothing to train on)", "add the assistant's reply or drop the row"),
     "orphan_tool_reply": ("have a tool reply that answers no tool call", "add the call before it or drop the reply"),
+    "two_systems": ("have both a 'system' field and a different system message", "keep one of them"),
     "last_not_assistant": ("do not end with an assistant turn", "drop the trailing turns or add the reply"),
     "invalid": ("cannot be used", "see the reasons listed in sources[].bad_rows"),
 }

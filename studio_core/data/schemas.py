@@ -4,8 +4,8 @@ The internal form (what every later stage sees) is a list of messages:
 
 - `{"role": "system" | "user" | "assistant" | "tool", "content": str}`;
 - an assistant message may carry `"tool_calls": [{"type": "function", "function": {"name": str,
-  "arguments": dict}}, ...]` (its content may then be ""); a tool message may carry `"name"` and
-  `"tool_call_id"`;
+  "arguments": dict}}, ...]` (its content may then be ""), and `"weight": 0` (OpenAI's way to keep a turn
+  out of the loss); a tool message may carry `"name"` and `"tool_call_id"`;
 - the tools a conversation may call ride on its first message, a system message, as
   `"tools": [{"type": "function", "function": {...JSON schema...}}]` (a system message with content ""
   is added when the row has tools and no system prompt);
@@ -296,7 +296,12 @@ def _sharegpt(record: dict) -> list[dict]:
 def _with_system(messages: list[dict], record: dict) -> list[dict]:
     # LLaMA-Factory puts the system prompt of a ShareGPT/OpenAI row beside the turns, in "system".
     system = _optional_text(record, "system")
-    if system is None or (messages and messages[0]["role"] == "system"):
+    if system is None:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        if messages[0]["content"] != system:  # keeping either would silently drop the other
+            raise RowError("the row has both a 'system' field and a different system message; keep one",
+                           "two_systems")
         return messages
     return [{"role": "system", "content": system}, *messages]
 
@@ -358,6 +363,11 @@ def _message(raw: Any, number: int, role_keys: tuple, content_keys: tuple, roles
     message = {"role": role, "content": content}
     if calls:
         message["tool_calls"] = calls
+    if role == "assistant" and "weight" in raw:  # OpenAI fine-tuning: weight 0 keeps a turn out of the loss
+        if raw["weight"] not in (0, 1) or isinstance(raw["weight"], bool):
+            raise RowError(f"message {number} 'weight' must be 0 or 1, got {raw['weight']!r}", "wrong_type")
+        if raw["weight"] == 0:
+            message["weight"] = 0
     if role == "tool":
         message.update({key: raw[key] for key in ("name", "tool_call_id") if isinstance(raw.get(key), str)})
     return message

@@ -18,8 +18,9 @@ SmolLM2's does) would drop them, so there one plain-text rendering is used inste
 - a tool's reply stays a turn of role `tool`, its content unchanged.
 
 Either way the assistant's call tokens carry the loss and the tool's reply does not (it is not an
-assistant turn). `text` rows (continued pre-training) are tokenized without a template, end with the
-EOS token, carry the loss on every token, and are packed in file order up to `max_length` tokens.
+assistant turn); an assistant turn with `"weight": 0` carries none either. `text` rows (continued
+pre-training) are tokenized without a template, end with the EOS token, carry the loss on every token,
+and are packed in file order up to `max_length` tokens.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def plain_text_view(messages: list[dict]) -> list[dict]:
         if message.get("tool_calls"):
             calls = "\n".join(f"<tool_call>{_call_json(c)}</tool_call>" for c in message["tool_calls"])
             content = f"{content}\n{calls}" if content else calls
-        view.append({"role": message["role"], "content": content})
+        view.append({"role": message["role"], "content": content, **({"weight": 0} if message.get("weight") == 0
+                                                                      else {})})
     return view
 
 
@@ -143,7 +145,8 @@ def tokenize_conversation(
     labels = [IGNORE_INDEX] * len(input_ids)
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
     for i, message in enumerate(messages):
-        if message["role"] != "assistant" or (train_on == "last_assistant" and i != last):
+        skipped = message.get("weight") == 0 or (train_on == "last_assistant" and i != last)
+        if message["role"] != "assistant" or skipped:
             continue
         start = _turn_start(tokenizer, messages, i, tools)
         upto = _render(tokenizer, messages[: i + 1], tools=tools)

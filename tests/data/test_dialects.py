@@ -181,3 +181,13 @@ def test_a_tool_reply_without_a_call_is_refused() -> None:
     with pytest.raises(RowError) as info:
         normalise_record(record, "messages")
     assert info.value.code == "orphan_tool_reply" and "message 2 is a tool reply" in info.value.reason
+
+
+def test_a_system_field_beside_a_different_system_message_is_refused() -> None:
+    record = {"conversations": [{"from": "system", "value": "A"}, {"from": "human", "value": "q"},
+                                {"from": "gpt", "value": "a"}], "system": "B"}
+    with pytest.raises(RowError) as info:
+        normalise_record(record, "sharegpt")
+    assert info.value.code == "two_systems"
+    record["system"] = "A"
+    assert normalise_record(record, "sharegpt")[0] == {"role": "system", "content": "A"}

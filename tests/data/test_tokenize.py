@@ -180,3 +180,10 @@ def test_text_rows_end_with_eos_and_pack_without_straddling(tokenizer) -> None:
     assert all(e.labels == e.input_ids for e in packed)  # every token trained on
     assert packed[2].full_length == 31 and packed[2].truncated
     assert sum(len(e.input_ids) for e in packed[:2]) == sum(len(r) for r in ids[:3])  # no token lost
+
+
+def test_openai_weight_zero_keeps_a_turn_out_of_the_loss(tokenizer) -> None:
+    record = {"messages": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "bad", "weight": 0},
+                           {"role": "user", "content": "q2"}, {"role": "assistant", "content": "good", "weight": 1}]}
+    text = supervised(tokenizer, tokenize_conversation(tokenizer, normalise_record(record, "messages"), 256))
+    assert "good" in text and "bad" not in text
