@@ -98,3 +98,13 @@ def test_prompt_response_mapping_is_a_warning_and_in_the_source(tmp_path: Path) 
     item = by_code(report)["columns_guessed"]
     assert item["count"] == 4 and "question -> instruction, answer -> output" in item["message"]
     assert report["sources"][0]["columns"] == {"instruction": "question", "output": "answer"}
+
+
+def test_csv_refusals_name_the_record_and_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text('instruction,output\n"multi\nline",a\nq2,\nq3,a3\nq4,a4\n', encoding="utf-8")
+    report = prepare(path, on_bad_rows="skip", val_fraction=0.34)
+    assert report["sources"][0]["bad_rows"] == [
+        {"record": 2, "line": 4, "reason": "field 'output' is empty", "code": "empty_turn"}]
+    item = by_code(report)["empty_turn"]
+    assert item["records"] == [2] and "record 2: field 'output' is empty" in item["message"]
