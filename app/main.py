@@ -1,4 +1,4 @@
-"""PEFT Studio: `streamlit run app/main.py`. The wizard's twelve steps in order, plus Runs and Hardware."""
+"""PEFT Studio: `peft-studio studio` (or `make studio`). The wizard's twelve steps in order, plus Runs and Hardware."""
 
 import sys
 from pathlib import Path
@@ -9,17 +9,17 @@ if str(ROOT) not in sys.path:  # the pages import the shared UI pieces as `app.*
 
 import streamlit as st  # noqa: E402
 
+from app.access import guard  # noqa: E402
 from app.forms import sync_widgets  # noqa: E402
 from app.sidebar import render_sidebar  # noqa: E402
+from studio_core.jobs import JOBS  # noqa: E402
 from studio_core.workflow import STAGES  # noqa: E402
 
 PAGES = ROOT / "pages"
 
 st.set_page_config(page_title="PEFT Studio", layout="wide")
-if st.get_option("runner.postScriptGC"):  # the project's .streamlit/config.toml was not read
-    st.warning("The studio was started outside its project folder, so `.streamlit/config.toml` was not read. Every "
-               "refresh of a live view then runs a full garbage collection, and training in the studio runs many "
-               "times slower. Start it with `make studio`, or run `streamlit run app/main.py` from the project folder.")
+JOBS.supervisor()  # the queue's worker: started once per studio process, it runs each run in a child process
+guard()  # before any page: the shared studio's token gate; a warning if server settings are missing
 steps = sorted(PAGES.glob("[0-9][0-9]_*.py"))
 navigation = st.navigation({
     "Wizard": [st.Page(str(p), title=f"{int(p.name[:2])}. {STAGES[int(p.name[:2]) - 1].title}") for p in steps],

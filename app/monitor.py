@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from studio_core.errors import StudioError
+
 from app.charts import line_chart, loss_chart
 from studio_core.config import validate_config
-from studio_core.jobs import JOBS
+from studio_core.jobs import JOBS, LOG_FILE, queue_position
 from studio_core.runs import RunStore
 
 
@@ -21,18 +23,17 @@ def render_run(run_id: str, key: str) -> None:
 
 
 def _render(run_id: str, key: str) -> None:
-    store = RunStore()
-    job = JOBS.job(run_id)
-    if job is not None and job.state == "queued":
-        st.info(f"Run {run_id} is queued: place {JOBS.queue_position(run_id)} (one run at a time on this machine).")
-        return
     try:
-        run = store.get(run_id)
-    except Exception:  # noqa: BLE001 - the worker has not created the run dir yet
-        st.info(f"Run {run_id} is starting...")
+        run = RunStore().get(run_id)
+        status, metrics, events = run.read_status(), run.metrics(), run.events()
+    except (OSError, ValueError, StudioError) as e:  # shown, never "starting..." forever
+        st.error(f"Run {run_id} cannot be read: {e}")
         return
-    status, metrics, events = run.read_status(), run.metrics(), run.events()
-    _header(run_id, status, job)
+    if status["state"] == "queued":
+        st.info(f"Run {run_id} is queued: place {queue_position(run_id)} (one run at a time on this machine).")
+        _controls(run, status, key)
+        return
+    _header(run_id, status)
     _progress(events)
     for warning in [e for e in events if e["type"] == "warning"]:
         st.warning(warning["message"])
@@ -44,7 +45,7 @@ def _render(run_id: str, key: str) -> None:
     _controls(run, status, key)
 
 
-def _header(run_id: str, status: dict, job) -> None:
+def _header(run_id: str, status: dict) -> None:
     state = status["state"]
     sim = " (simulation)" if status.get("simulated") else ""
     st.subheader(f"{run_id}{sim}: {state}")
@@ -52,7 +53,7 @@ def _header(run_id: str, status: dict, job) -> None:
     done = [name for name, s in stages.items() if s.get("state") == "completed"]
     st.caption(f"steps done: {', '.join(done) or 'none yet'}")
     if status.get("error"):
-        st.error(status["error"])
+        (st.warning if state == "cancelled" else st.error)(status["error"])
 
 
 def _progress(events: list[dict]) -> None:
@@ -69,8 +70,12 @@ def _progress(events: list[dict]) -> None:
 def _controls(run, status: dict, key: str) -> None:
     state = status["state"]
     cancel_help = "Stops at the next step boundary, keeping a checkpoint to resume from."
-    if state == "running" and JOBS.job(run.run_id) and st.button("Cancel", key=f"{key}-cancel", help=cancel_help):
+    if state in ("queued", "running") and st.button("Cancel", key=f"{key}-cancel", help=cancel_help):
         JOBS.cancel(run.run_id)
-    if state in ("interrupted", "cancelled") and st.button("Resume", key=f"{key}-resume"):
+    if state in ("interrupted", "cancelled", "failed") and st.button("Resume", key=f"{key}-resume"):
         JOBS.submit(validate_config(run.config_data()), resume=run.run_id)
         st.rerun()
+    log = run.path / LOG_FILE
+    if log.is_file() and state in ("failed", "interrupted", "running"):
+        with st.expander("Job log (the run process's output)", expanded=state != "running"):
+            st.code(log.read_text(encoding="utf-8", errors="replace")[-6000:] or "(empty)")

@@ -30,14 +30,16 @@ def replace_config(data: dict[str, Any]) -> None:
 
 
 def problems() -> list[Problem]:
-    """Every field and cross-field problem of the session's config, and the stages not available yet."""
+    """Every field and cross-field problem of the session's config, the stages not available yet, and (in a
+    shared studio) typed paths outside the allowed roots."""
+    from studio_core.share import shared_studio_problems
     from studio_core.workflow import unavailable_problems
 
     try:
         config = validate_config(config_data())
     except ConfigError as e:
         return e.problems
-    return unavailable_problems(config)
+    return unavailable_problems(config) + shared_studio_problems(config)  # paths outside the roots, when shared
 
 
 def validated_config() -> RunConfig | None:

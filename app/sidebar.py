@@ -6,9 +6,10 @@ import json
 
 import streamlit as st
 
+from app.access import signing_secrets
 from app.session import RUN_KEY, cli_command, config_data, problems, replace_config, validated_config
 from studio_core.errors import StudioError
-from studio_core.jobs import JOBS
+from studio_core.jobs import JOBS, queue_position
 from studio_core.runs import RunStore
 
 
@@ -29,8 +30,9 @@ def _start_button() -> None:
     found = problems()
     if found:
         st.error("Start is blocked:\n" + "\n".join(f"- `{p.field}`: {p.message}" for p in found))
-    if st.button("Start", type="primary", disabled=bool(found), key="sidebar:start"):
-        job = JOBS.submit(validated_config())
+    secrets = signing_secrets(None if found else validated_config())  # a shared studio asks for the passphrase
+    if st.button("Start", type="primary", disabled=bool(found) or secrets is None, key="sidebar:start"):
+        job = JOBS.submit(validated_config(), **({"secrets": secrets} if secrets else {}))
         st.session_state[RUN_KEY] = job.run_id
 
 
@@ -39,16 +41,15 @@ def _current_job() -> None:
     run_id = st.session_state.get(RUN_KEY)
     if not run_id:
         return
-    job = JOBS.job(run_id)
-    position = JOBS.queue_position(run_id)
-    state = f"queued (place {position})" if position else job.state if job else "unknown"
-    st.write(f"**{run_id}**: {state}")
     try:
         status = RunStore().get(run_id).read_status()
-        done = [n for n, s in status["stages"].items() if s.get("state") == "completed"]
-        st.caption("steps done: " + (", ".join(done) or "none yet"))
-    except StudioError:
-        pass
+    except StudioError as e:
+        st.error(str(e))
+        return
+    position = queue_position(run_id)
+    st.write(f"**{run_id}**: " + (f"queued (place {position})" if position else status["state"]))
+    done = [n for n, s in status["stages"].items() if s.get("state") == "completed"]
+    st.caption("steps done: " + (", ".join(done) or "none yet"))
 
 
 def _import_export(data: dict) -> None:

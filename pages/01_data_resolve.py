@@ -8,7 +8,7 @@ from app.session import config_data
 from app.steps import preview_button, step_page
 from studio_core.errors import StudioError
 from studio_core.runs import studio_home
-from studio_core.uploads import save_upload
+from studio_core.uploads import sanitise_filename, save_upload
 
 step_page(1)
 
@@ -18,7 +18,9 @@ if upload is not None and st.button("Use this file", key="data:use-upload"):
         path = save_upload(studio_home(), upload.name, upload.getvalue())
         config_data()["data"]["path"] = str(path)
         st.session_state.pop("field:data.path", None)
-        st.success(f"Saved as {path}; data.path now points at it.")
+        wanted = sanitise_filename(upload.name)
+        renamed = f" ({wanted} was taken)" if path.name != wanted else ""
+        st.success(f"Saved as {path}{renamed}; data.path now points at it.")
     except StudioError as e:
         st.error(str(e))
 

@@ -45,7 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--simulate", action="store_true",
                      help="Validate the real data and model, then run on a tiny model and a 64-row slice.")
     run.add_argument("--resume", metavar="RUN_ID", help="Continue an interrupted or cancelled run.")
+    run.add_argument("--queue", action="store_true",
+                     help="Add the run to the studio home's queue instead of running it now (the studio, or "
+                     "`peft-studio queue work`, runs it).")
+    run.add_argument("--job", metavar="RUN_ID", help=argparse.SUPPRESS)  # the supervisor's child: run a queued run
     run.add_argument("--home", help=home_help)
+
+    queue = sub.add_parser("queue", help="The studio home's queue: list it, cancel a run, or work through it.")
+    queue_sub = queue.add_subparsers(dest="queue_command")
+    queue_sub.add_parser("list", help="Queued and running runs (the default).")
+    queue_cancel = queue_sub.add_parser("cancel", help="Cancel a queued run, or ask a running one to stop.")
+    queue_cancel.add_argument("run_id")
+    queue_sub.add_parser("work", help="Run the queued runs one by one, each in its own process, until none is left.")
+    for p in (queue, *queue_sub.choices.values()):
+        p.add_argument("--home", help=home_help)
 
     sub.add_parser("methods", help="List the PEFT methods: what each trains, mergeable, 4-bit base, layers.")
     runs = sub.add_parser("runs", help="List the runs in the studio home.")
@@ -80,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--channel", default="stable", help="Registry channel (default: stable).")
     promote.add_argument("--public-key", help="PEM file of trusted public keys (default: the home's keys).")
     promote.add_argument("--home", help=home_help)
+
+    studio = sub.add_parser("studio", help="Open the studio in the browser (this machine only, unless --share).")
+    studio.add_argument("--port", type=int, default=8501, help="Port (default: 8501).")
+    studio.add_argument("--share", action="store_true",
+                        help="Listen on every interface and require the access token printed (kept in the home, 0600).")
+    studio.add_argument("--data-root", dest="data_roots", action="append", default=[], metavar="DIR",
+                        help="With --share: a folder whose files typed paths may name, beside the home (repeatable).")
+    studio.add_argument("--new-token", action="store_true", help="With --share: replace the access token.")
+    studio.add_argument("--home", help=home_help)
     return parser
 
 
@@ -103,15 +125,26 @@ def resolve_run_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from studio_core import workflow
+    from studio_core import jobs, workflow
 
+    if args.job:
+        return _run_job(args)
     if args.resume:
         config = _resume_config(args)
     else:
         config = resolve_run_config(args)
+    if args.queue:
+        run = jobs.enqueue(config, args.home, resume=args.resume, requested_by="cli")
+        err.print(f"queued {run.run_id} (place {len(jobs.queued_runs(args.home))}); the studio runs it, or "
+                  "`peft-studio queue work`")
+        print(run.path)
+        return 0
     if config.simulate:
         err.print("[bold yellow]SIMULATION[/]: real data and model are validated; the pipeline then runs on a "
                   "tiny random model and a 64-row slice. Results say nothing about the real model.")
+    for other in jobs.running_runs(args.home):
+        err.print(f"[yellow]note[/]: run {other.run_id} is running on this machine too; the two share its "
+                  "CPU, memory and GPU")
     try:
         run_dir = workflow.run(config, args.home, resume=args.resume, on_event=_print_event)
     except workflow.StageFailed as e:
@@ -121,6 +154,69 @@ def cmd_run(args: argparse.Namespace) -> int:
     status = run_dir.read_status()
     err.print(f"[bold green]{status['state']}[/] {'(simulated) ' if config.simulate else ''}run {run_dir.run_id}")
     print(run_dir.path)
+    return 0
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    """The studio supervisor's child: run the queued run `--job`, with secrets from stdin, SIGTERM as cancel."""
+    import os
+    import signal
+
+    from studio_core import workflow
+    from studio_core.config import validate_config
+    from studio_core.context import CANCEL_FILE
+    from studio_core.errors import CancelledError
+    from studio_core.runs import RunStore
+
+    if args.config or args.assignments or args.data or args.model or args.method or args.simulate or args.resume:
+        raise InputError("--job runs a queued run with its saved config; it takes no other run options")
+    run = RunStore(args.home).get(args.job)
+    secrets = sys.stdin.read() if not sys.stdin.isatty() else ""
+    for name, value in (json.loads(secrets) if secrets.strip() else {}).items():
+        os.environ[name] = value  # this process only: never written to the run dir
+
+    def on_term(signum, frame):  # the supervisor's escalation of a cancel request, or a shutdown
+        if (run.path / CANCEL_FILE).exists():
+            raise CancelledError("cancelled: stopped by SIGTERM after the cancel request")
+        raise SystemExit(f"terminated by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    status = run.read_status()
+    config = validate_config(run.config_data())
+    resume = args.job if status.get("queued", {}).get("resume") else None
+    try:
+        workflow.run(config, args.home, resume=resume, run_id=args.job, on_event=_print_event)
+    except CancelledError as e:
+        err.print(f"cancelled: {escape(str(e))}")
+        return 0
+    except workflow.StageFailed as e:
+        _error(e)
+        return 2 if e.is_input_error else 1
+    err.print(f"[bold green]completed[/] run {args.job}")
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from studio_core import jobs
+
+    if args.queue_command == "cancel":
+        state = jobs.cancel(args.run_id, args.home, requested_by="cli")
+        print(f"{args.run_id}: {state}")
+        return 0
+    if args.queue_command == "work":
+        count = jobs.Supervisor(args.home).drain()
+        err.print(f"queue empty; ran {count} run(s)")
+        return 0
+    table = Table(title="queue")
+    for column in ("place", "run", "state", "queued at", "by"):
+        table.add_column(column)
+    for run in jobs.running_runs(args.home):
+        table.add_row("now", run.run_id, "running", "", "")
+    for place, run in enumerate(jobs.queued_runs(args.home), start=1):
+        queued = run.read_status().get("queued", {})
+        table.add_row(str(place), run.run_id, "queued" + (" (resume)" if queued.get("resume") else ""),
+                      str(queued.get("at", "")), str(queued.get("requested_by") or ""))
+    _table_console().print(table)
     return 0
 
 
@@ -159,16 +255,31 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from studio_core.runs import RunStore
 
     store = RunStore(args.home)
+    runs = store.list()
     table = Table(title=f"runs in {store.root}")
-    for column in ("run", "state", "simulated", "stages done", "started"):
+    table.add_column("run", no_wrap=True, min_width=max((len(r.run_id) for r in runs), default=3))
+    for column in ("state", "simulated", "stages done", "started", "disk"):
         table.add_column(column)
-    for run_dir in store.list():
+    for run_dir in runs:
         status = run_dir.read_status()
         done = sum(1 for s in status.get("stages", {}).values() if s.get("state") == "completed")
         table.add_row(run_dir.run_id, status["state"], "yes" if status.get("simulated") else "",
-                      str(done), str(status.get("started_at", "")))
-    Console().print(table)
+                      str(done), str(status.get("started_at") or ""), _size(run_dir.disk_bytes()))
+    _table_console().print(table)
     return 0
+
+
+def _table_console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=200)  # piped: whole run ids, not 80 columns
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -320,8 +431,51 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"methods": cmd_methods, "run": cmd_run, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
+def cmd_studio(args: argparse.Namespace) -> int:
+    """Start Streamlit with every server option explicit (share.streamlit_options), whatever the working folder."""
+    import subprocess
+
+    from studio_core import share
+    from studio_core.runs import studio_home
+
+    if (args.data_roots or args.new_token) and not args.share:
+        raise InputError("--data-root and --new-token apply to a shared studio; add --share")
+    roots = [Path(r).expanduser().resolve() for r in args.data_roots]
+    for given, root in zip(args.data_roots, roots):
+        if not root.is_dir():
+            raise InputError(f"--data-root {given}: no such folder")
+    home = studio_home(args.home)
+    if args.share:
+        token = share.ensure_token(home, renew=args.new_token)
+        where = escape(str(share.token_path(home)))
+        err.print(f"[bold]shared studio[/]: anyone with this URL can use it (token in {where}):")
+        for host in _lan_hosts():
+            print(f"http://{host}:{args.port}/?token={token}", flush=True)
+    else:
+        print(f"http://127.0.0.1:{args.port}/", flush=True)
+    proc = subprocess.Popen(share.streamlit_command(args.port, args.share),
+                            env=share.studio_environment(home, args.share, roots))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Streamlit got the same Ctrl-C; let it shut down
+        return proc.wait()
+
+
+def _lan_hosts() -> list[str]:
+    """This machine's name and its IPv4 addresses on its network interfaces (loopback left out)."""
+    import socket
+
+    import psutil
+
+    hosts = [socket.gethostname()]
+    for addresses in psutil.net_if_addrs().values():  # read from the interfaces: no packet is sent anywhere
+        hosts += [a.address for a in addresses if a.family == socket.AF_INET and not a.address.startswith("127.")]
+    return list(dict.fromkeys(hosts))
+
+
+COMMANDS = {"methods": cmd_methods, "run": cmd_run, "queue": cmd_queue, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
             "verify": cmd_verify, "promote": cmd_promote}
+COMMANDS["studio"] = cmd_studio
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,12 +11,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from studio_core.errors import ConfigError, Problem
 
 EMBEDDED_MODEL_REF = "embedded:smollm2-135m-instruct"
 DEMO_DATA_REF = "demo:legal-audit"
+DEFAULT_SAVE_STEPS = 20
 
 
 class Section(BaseModel):
@@ -340,7 +341,8 @@ class TrainingConfig(Section):
         32, ge=1, description="Validation rows used by the periodic evaluation during training (keeps it quick)."
     )
     save_steps: int = Field(
-        20, ge=1, description="Save a resumable checkpoint every N steps (a multiple of eval_steps)."
+        DEFAULT_SAVE_STEPS, ge=1, description="Save a resumable checkpoint every N steps (a multiple of eval_steps; "
+        f"when unset, the first multiple of eval_steps from {DEFAULT_SAVE_STEPS})."
     )
     early_stopping_patience: int = Field(
         3, ge=0, description="Stop after this many evaluations without a better validation loss; 0 turns it off. "
@@ -352,6 +354,20 @@ class TrainingConfig(Section):
         description="Training backend: 'auto' uses unsloth (fused kernels) for lora/qlora where it is installed "
         "and a CUDA GPU is visible, else transformers+peft; the run records which ran and why.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_save_steps(cls, data: Any) -> Any:
+        """Checkpoints fall on evaluation steps: with only eval_steps given, save_steps follows it."""
+        if isinstance(data, dict) and "save_steps" not in data and isinstance(data.get("eval_steps"), int):
+            data = {**data, "save_steps": checkpoint_interval(data["eval_steps"])}
+        return data
+
+
+def checkpoint_interval(eval_steps: int) -> int:
+    """The first multiple of `eval_steps` from DEFAULT_SAVE_STEPS: the checkpoint interval when only eval is set."""
+    return max(1, eval_steps) * -(-DEFAULT_SAVE_STEPS // max(1, eval_steps))
+
 
 
 def _stage_section(step: str, extra: str = "") -> Any:
@@ -528,7 +544,9 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem(
             "training.save_steps",
             f"{config.training.save_steps} is not a multiple of training.eval_steps={config.training.eval_steps}; "
-            "early stopping keeps the best evaluated checkpoint, so checkpoints must fall on evaluation steps",
+            "early stopping keeps the best evaluated checkpoint, so checkpoints must fall on evaluation steps; set "
+            f"training.save_steps={checkpoint_interval(config.training.eval_steps)} (or leave it unset to follow "
+            "eval_steps)",
         ))
     if config.data.val_path is not None and config.data.val_path == config.data.path:
         problems.append(Problem("data.val_path", "is the training file itself; point it at a separate file"))

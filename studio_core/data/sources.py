@@ -295,32 +295,38 @@ def _check_header(fields: list[str], path: Path, line: int) -> list[str]:
 
 def _read_tables(files: list[Path], fmt: str) -> Iterator[SourceRecord]:
     """Parquet files or Arrow stream files (`datasets.save_to_disk`), rows numbered across all of them."""
+    import pyarrow as pa
+
     row = 0
     for path in files:
-        for batch in _batches(path, fmt):
-            for record in batch.to_pylist():
-                row += 1
-                yield SourceRecord(row, record, None)
+        batches = _batches(path, fmt)  # opening the file (its footer or schema) fails here: not readable
+        try:  # a damaged column chunk shows only when it is read, not when the footer is opened
+            for batch in batches:
+                for record in batch.to_pylist():
+                    row += 1
+                    yield SourceRecord(row, record, None)
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:  # bad UTF-8 in a string column: the last
+            raise DataError(f"damaged {_NAMES[fmt]} data after row {row} ({exc}); re-export the file", path) from None
+
+
+_NAMES = {"parquet": "Parquet", "arrow": "Arrow"}
 
 
 def _batches(path: Path, fmt: str) -> Iterator[Any]:
+    """The record batches of one file; `DataError` now if the file cannot even be opened."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    try:
+    try:  # UnicodeDecodeError: a damaged column name
         if fmt == "parquet":
-            yield from pq.ParquetFile(path).iter_batches(batch_size=1024)
-            return
-        with pa.memory_map(str(path)) as source:
-            try:
-                reader = pa.ipc.open_stream(source)
-            except pa.ArrowInvalid:  # the Arrow file (random access) format, not the stream one
-                reader = pa.ipc.open_file(source)
-                yield from (reader.get_batch(i) for i in range(reader.num_record_batches))
-                return
-            yield from reader
-    except (pa.ArrowException, OSError) as exc:
-        name = "Parquet" if fmt == "parquet" else "Arrow"
+            return pq.ParquetFile(path).iter_batches(batch_size=1024)
+        source = pa.memory_map(str(path))
+        try:
+            return iter(pa.ipc.open_stream(source))
+        except pa.ArrowInvalid:  # the Arrow file (random access) format, not the stream one
+            reader = pa.ipc.open_file(source)
+            return (reader.get_batch(i) for i in range(reader.num_record_batches))
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise DataError(
-            f"not a readable {name} file ({exc}); check the file or data.file_format", path
+            f"not a readable {_NAMES[fmt]} file ({exc}); check the file or data.file_format", path
         ) from None

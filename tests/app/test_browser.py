@@ -143,19 +143,34 @@ def test_walk_the_wizard_run_a_simulation_and_a_teammate_sees_it(studio, browser
     other.get_by_text(f"{run_id} (simulation): completed").wait_for()  # its monitor, read from the run dir
 
 
-def test_killed_studio_shows_the_run_interrupted_and_resume_finishes_it(tmp_path, browser):
-    studio = Studio(tmp_path / "home").start()
+def job_pid(home: Path, run_id: str) -> int:
+    import json
+
+    job = home / "runs" / run_id / "job.json"
+    deadline = time.time() + 60
+    while not job.is_file():
+        assert time.time() < deadline, "the studio never started the run's process"
+        time.sleep(0.2)
+    return json.loads(job.read_text())["pid"]
+
+
+def test_killed_job_process_leaves_the_studio_up_and_resume_finishes_the_run(studio, browser):
     page = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), studio.url)
-    run_id = start_run(page, "tiny-random:llama", simulate=False, max_steps=60)
-    page.get_by_text(re.compile(r"^step [1-9]\d*/60, elapsed")).wait_for(timeout=120_000)  # training has started
-    studio.kill()
-    restarted = Studio(tmp_path / "home").start()
-    try:
-        page = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), restarted.url)
-        go(page, "Runs")
-        page.get_by_text(f"{run_id}: interrupted").wait_for()
-        page.get_by_role("button", name="Resume").click()
-        page.get_by_text(f"{run_id}: completed").wait_for(timeout=300_000)
-        page.screenshot(path=str(ARTIFACTS / "studio-resumed-run.png"), full_page=True)
-    finally:
-        restarted.kill()
+    run_id = start_run(page, "tiny-random:llama", simulate=False, max_steps=30)
+    page.get_by_text(re.compile(r"^step [1-9]\d*/30, elapsed")).wait_for(timeout=180_000)  # training has started
+    pid = job_pid(studio.home, run_id)
+    assert pid != studio.proc.pid  # the run is its own process, not a thread of the studio
+    os.kill(pid, signal.SIGKILL)  # what the out-of-memory killer does
+    main = page.get_by_test_id("stMainBlockContainer")
+    main.get_by_text(f"{run_id}: interrupted").wait_for(timeout=60_000)
+    main.get_by_text("SIGKILL").first.wait_for()  # the reason, from the supervisor's record
+    assert studio.proc.poll() is None
+    assert urllib.request.urlopen(f"{studio.url}/_stcore/health", timeout=5).read() == b"ok"
+    teammate = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), studio.url)
+    go(teammate, "Runs")
+    teammate.get_by_test_id("stMainBlockContainer").get_by_text(f"{run_id}: interrupted").wait_for()  # still works
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    teammate.screenshot(path=str(ARTIFACTS / "studio-killed-job.png"), full_page=True)
+    teammate.get_by_role("button", name="Resume").click()
+    teammate.get_by_test_id("stMainBlockContainer").get_by_text(f"{run_id}: completed").wait_for(timeout=600_000)
+    teammate.screenshot(path=str(ARTIFACTS / "studio-resumed-run.png"), full_page=True)
