@@ -8,8 +8,9 @@ from studio_core.models.tiny import build_byte_tokenizer
 
 
 def test_a_tool_conversation_prompt_keeps_its_tools_and_calls() -> None:
+    call = '{"name": "weather", "arguments": {"city": "Oslo"}}'
     record = {"conversations": [{"from": "human", "value": "Weather in Oslo?"},
-                                {"from": "function_call", "value": '{"name": "weather", "arguments": {"city": "Oslo"}}'},
+                                {"from": "function_call", "value": call},
                                 {"from": "observation", "value": "rain"}, {"from": "gpt", "value": "It rains."}],
               "tools": '[{"name": "weather", "description": "Weather now"}]'}
     prompt, reference = prompt_and_reference(normalise_record(record, "sharegpt"))
