@@ -28,21 +28,31 @@ class DataConfig(Section):
     enabled: bool = Field(True, description="Run step 1, Data Resolve.")
     path: str = Field(
         DEMO_DATA_REF,
-        description="Training data: a local .jsonl/.json/.csv/.parquet file, or 'demo:legal-audit' for the "
-        "built-in synthetic legal-audit dataset.",
+        description="Training data: a local .jsonl/.json/.csv/.parquet file, a local Hugging Face dataset folder "
+        "(datasets' save_to_disk, or Parquet shards laid out like a Hub dataset repo: its train split is read), "
+        "'hf:<org>/<name>' (a Hub dataset, from the local cache first; offline with HF_HUB_OFFLINE=1), or "
+        "'demo:legal-audit' for the built-in synthetic legal-audit dataset.",
     )
-    file_format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field(
-        "auto", description="File format; 'auto' decides from the file extension."
+    file_format: Literal["auto", "jsonl", "json", "csv", "parquet", "arrow"] = Field(
+        "auto", description="File format; 'auto' decides from the file extension (or the folder's files)."
     )
-    row_schema: Literal["auto", "alpaca", "prompt_completion", "messages", "sharegpt"] = Field(
+    row_schema: Literal["auto", "alpaca", "prompt_completion", "messages", "sharegpt", "text"] = Field(
         "auto",
-        description="Row schema: alpaca (instruction/input/output), prompt_completion, messages "
-        "(OpenAI chat) or sharegpt (conversations with from/value); 'auto' detects it.",
+        description="Row schema: alpaca (instruction/input/output, optional system and history), "
+        "prompt_completion, messages (OpenAI chat, with tools and tool_calls), sharegpt (conversations with "
+        "from/value, incl. function_call/observation and a tools field) or text (raw text for continued "
+        "pre-training: every token trained, short rows packed up to max_length); 'auto' detects it, and "
+        "maps common column names (prompt/response, question/answer, query, system_prompt, context).",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
         description='Map canonical field names to your column names, e.g. {"instruction": "question", '
-        '"output": "answer"}.',
+        '"output": "answer"}; empty: detected from the column names and reported.',
+    )
+    train_on: Literal["all_assistant", "last_assistant"] = Field(
+        "all_assistant",
+        description="Which assistant turns carry the loss: every one (all_assistant) or only each "
+        "conversation's last (last_assistant). Tool calls are assistant turns; tool replies never carry loss.",
     )
     on_bad_rows: Literal["fail", "skip"] = Field(
         "fail", description="What to do with invalid rows: fail the run (listing them) or skip and report them."
@@ -55,7 +65,8 @@ class DataConfig(Section):
     )
     split_seed: int = Field(42, description="Seed of the deterministic train/validation split.")
     max_length: int = Field(
-        512, ge=16, le=131072, description="Maximum tokens per example; longer examples are truncated."
+        512, ge=16, le=131072, description="Maximum tokens per example; longer examples are truncated (the "
+        "data report's quality section lists them and the tokens lost); text rows are packed up to it."
     )
     demo_rows: int = Field(2400, ge=100, description="Number of rows generated for 'demo:legal-audit'.")
 

@@ -56,6 +56,9 @@ def _warn_bad_rows(ctx: RunContext, report: dict) -> None:
             ctx.emit("warning", f"{source['file']}: skipped {source['rows_bad']} bad rows (data.on_bad_rows=skip)")
     if report["duplicates_removed"]:
         ctx.emit("warning", f"removed {report['duplicates_removed']} exact duplicate rows")
+    for item in report.get("quality", []):  # the data report's quality section, one line per item
+        if item["code"] != "duplicate":
+            ctx.emit("warning", f"[{item['code']}] {item['message']}")
 
 
 def model_resolve(ctx: RunContext) -> None:
