@@ -10,7 +10,8 @@ from typing import Any, Literal, get_args, get_origin
 import streamlit as st
 
 from app.session import config_data, problems
-from studio_core.config import METHOD_IDS, RunConfig, method_section, switch_method
+from studio_core.config import METHOD_IDS, RunConfig, method_section
+from studio_core.methods import switch_method
 
 
 def section_model(section: str):

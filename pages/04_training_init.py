@@ -5,7 +5,7 @@ import streamlit as st
 from app.previews import fit_for, preset_for
 from app.session import replace_config
 from app.steps import preview_button, step_page
-from studio_core.train.methods import method_table
+from studio_core.train.adapters import method_table
 from studio_core.train.presets import PRESETS
 
 step_page(4)
