@@ -289,7 +289,6 @@ class Supervisor:
             job["exit_code"], job["signal"] = (None, signal.Signals(-code).name) if code < 0 else (code, None)
         else:
             job["exit_status_unknown"] = "the studio that started this process restarted while it ran"
-        atomic_write_json(run.path / JOB_FILE, job)
         status = run.read_status()
         if status["state"] in ("running", "interrupted", "queued"):  # the child died before it could say so
             how = (f"killed by {job['signal']}" if job.get("signal") else
@@ -308,6 +307,7 @@ class Supervisor:
             run.write_status(status)
             run.event(f"run_{state}", error, signal=job.get("signal"), exit_code=job.get("exit_code"))
         (run.path / CLAIM_FILE).unlink(missing_ok=True)  # a resume can queue it again
+        atomic_write_json(run.path / JOB_FILE, job)  # last: `ended_at` there means the whole outcome is recorded
 
     def _fail_before_start(self, run: RunDir, error: str, state: str = "failed") -> None:
         status = run.read_status()

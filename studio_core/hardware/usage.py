@@ -39,12 +39,16 @@ class ProcessSampler:
         if not tree:
             return None
         cpu = rss = 0.0
+        measured = 0
         for p in tree:
             try:
                 cpu += p.cpu_percent(interval=None)
                 rss += p.memory_info().rss
+                measured += 1
             except psutil.Error:
                 continue  # a child that just exited
+        if not measured:  # the whole tree exited between listing and reading it
+            return None
         reading: dict[str, Any] = {"cpu_percent": round(cpu, 1), "rss_mb": round(rss / _MB, 1),
                                    "gpu_memory_mb": None, "gpu_util_percent": None}
         if self._nvml is not None:
