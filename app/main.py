@@ -1,4 +1,4 @@
-"""PEFT Studio: `streamlit run app/main.py`. The wizard's twelve steps in order, plus Runs and Hardware."""
+"""PEFT Studio: `streamlit run app/main.py`. Home, the wizard's twelve steps in order, then Runs and Hardware."""
 
 import sys
 from pathlib import Path
@@ -9,9 +9,9 @@ if str(ROOT) not in sys.path:  # the pages import the shared UI pieces as `app.*
 
 import streamlit as st  # noqa: E402
 
-from app.forms import sync_widgets  # noqa: E402
+from app.session import keep_draft  # noqa: E402
 from app.sidebar import render_sidebar  # noqa: E402
-from studio_core.workflow import STAGES  # noqa: E402
+from app.steps import step_title  # noqa: E402
 
 PAGES = ROOT / "pages"
 
@@ -22,9 +22,10 @@ if st.get_option("runner.postScriptGC"):  # the project's .streamlit/config.toml
                "times slower. Start it with `make studio`, or run `streamlit run app/main.py` from the project folder.")
 steps = sorted(PAGES.glob("[0-9][0-9]_*.py"))
 navigation = st.navigation({
-    "Wizard": [st.Page(str(p), title=f"{int(p.name[:2])}. {STAGES[int(p.name[:2]) - 1].title}") for p in steps],
+    "Start": [st.Page(str(PAGES / "home.py"), title="Home", default=True)],
+    "Wizard": [st.Page(str(p), title=step_title(int(p.name[:2]))) for p in steps],
     "Studio": [st.Page(str(PAGES / "runs.py"), title="Runs"), st.Page(str(PAGES / "hardware.py"), title="Hardware")],
 }, expanded=True)  # all twelve steps visible, no "view more"
-sync_widgets()
+keep_draft()  # callbacks have already written this rerun's edits to the config
 render_sidebar()
 navigation.run()

@@ -1,15 +1,35 @@
-"""Step 6, Training Exec: the live view of the session's current run first, then the step's settings."""
+"""Step 6, Training Exec: the studio's run live (whoever started it), then the step's settings."""
 
 import streamlit as st
 
+from app import activity
 from app.monitor import render_run
 from app.session import RUN_KEY
-from app.steps import step_page
+from app.steps import step_form, step_header, step_nav
 
-run_id = st.session_state.get(RUN_KEY)
-if run_id:
-    render_run(run_id, key="training")
-    st.divider()
-step_page(6)
-if not run_id:
-    st.info("Start a run from the sidebar; its loss curves appear at the top of this page as it trains.")
+
+@st.fragment(run_every=1.0)
+def _live() -> None:
+    """The active run (any browser's), else this session's last run, else the newest; looked up every second."""
+    active, mine = activity.active_run(), st.session_state.get(RUN_KEY)
+    shown = active or activity.current_run()
+    if shown is None and not mine:
+        st.info("No run yet: press Start in the sidebar (or run the demo from Home); it appears here live.")
+        return
+    if mine and (shown is None or mine != shown.run_id) and activity.run_state(mine) in ("queued", "starting"):
+        st.info(f"Your run `{mine}` is {activity.run_state(mine)}" + (" behind this one." if shown else "."))
+    if shown is not None:
+        if active is None:
+            st.caption("Nothing is running now; this is the latest run.")
+        render_run(shown.run_id, key="training", live=False)
+    queue = activity.queued_ids()
+    if queue:
+        st.caption("Queued: " + ", ".join(f"`{r}`" for r in queue))
+
+
+step_header(6)
+_live()
+st.divider()
+st.subheader("Training settings")
+step_form(6)
+step_nav(6)
