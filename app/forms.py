@@ -21,6 +21,16 @@ from app.session import config_data, field_text, get_value, problems, set_value
 from studio_core.config import METHOD_IDS, RunConfig, method_section, switch_method
 
 ALWAYS_ON = ("data", "model")  # steps every run needs: no "enabled" box
+# Fields shown first; the rest of a section sits under "More settings". Sections not listed show everything.
+ESSENTIAL = {
+    "data": ("path", "row_schema", "columns", "on_bad_rows", "max_length"),
+    "method": ("name", "target_modules", "r", "alpha", "init_r", "target_r", "virtual_tokens", "init", "init_text",
+               "block_size"),
+    "training": ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "eval_steps",
+                 "save_steps"),
+    "evaluation": ("task_rows", "samples", "prompts", "test_path"),
+}
+WIDE = ("modules", "tuple", "shapes", "columns", "lines")  # drawn across the page, not in a column
 FLOAT_AS_TEXT = {"training.learning_rate", "method.eps", "export.parity_tolerance"}  # 5e-4 reads better typed
 
 
@@ -48,9 +58,28 @@ def render_section(section: str, disabled: bool = False, exclude: tuple[str, ...
         draw_field(f"{section}.enabled", enabled, disabled)
         if not config_data()[section]["enabled"]:
             return
+    fields = {n: f for n, f in fields.items() if n not in exclude}
+    essential = ESSENTIAL.get(section, tuple(fields))
+    _grid(section, {n: f for n, f in fields.items() if n in essential}, disabled, targets)
+    more = {n: f for n, f in fields.items() if n not in essential}
+    if more:
+        with st.expander("More settings"):
+            _grid(section, more, disabled, targets)
+
+
+def _grid(section: str, fields: dict, disabled: bool, targets) -> None:
+    """Fields two to a row; lists, tables and tuples across the page."""
+    row = None
     for name, field in fields.items():
-        if name not in exclude:
-            draw_field(f"{section}.{name}", field, disabled, targets=targets)
+        path = f"{section}.{name}"
+        if _kind(path, field.annotation) in WIDE:
+            row = None
+            draw_field(path, field, disabled, targets=targets)
+            continue
+        if row is None or not row[1]:
+            row = [st.columns(2), [0, 1]]
+        with row[0][row[1].pop(0)]:
+            draw_field(path, field, disabled, targets=targets)
 
 
 def draw_field(path: str, field, disabled: bool = False, targets=None) -> None:
@@ -248,9 +277,11 @@ def _editor_key(key: str, value: Any) -> str:
 
 
 def _table(path, key, label, help_text, disabled, rows: list[dict], columns: dict, to_value) -> None:
+    import pandas as pd
+
     editor_key = _editor_key(key, get_value(path))
     st.markdown(f"**{label}**", help=help_text)
-    st.data_editor(rows, num_rows="dynamic", column_config=columns, key=editor_key, disabled=disabled,
+    st.data_editor(pd.DataFrame(rows, columns=list(columns)), num_rows="dynamic", column_config=columns, key=editor_key, disabled=disabled,
                    hide_index=True, width="stretch", on_change=_commit_table, args=(path, editor_key, rows, to_value))
 
 

@@ -146,12 +146,17 @@ def _completed(run) -> None:
         figures.append(f"validation loss {b['val_loss']:.4f} → {t['val_loss']:.4f}")
         figures.append(f"{report['task_metric'].replace('_', ' ')} {b['task']['value']:.2f} → {t['task']['value']:.2f}")
     st.success("Completed" + (": " + "; ".join(figures) if figures else "."))
-    from app.steps import PAGES, step_file
+    from app.steps import step_file
+
+    from app.archives import zip_folder
 
     cols = st.columns(3)
-    cols[0].page_link(str(step_file(8)), label="See the results (step 8)")
-    cols[1].page_link(str(step_file(9)), label="Export it (steps 9-12)")
-    cols[2].page_link(str(PAGES / "runs.py"), label="Download the adapter (Runs)")
+    cols[0].page_link(str(step_file(8)), label="See the results: 8. Evaluation →")
+    cols[1].page_link(str(step_file(9)), label="Export it: 9. Export ONNX →")
+    if (run.artifacts / "adapter").is_dir():
+        cols[2].download_button("Download the adapter (.zip)", lambda: zip_folder(run.artifacts / "adapter"),
+                                file_name=f"{run.run_id}-adapter.zip", mime="application/zip",
+                                key=f"done-download-{run.run_id}")
 
 
 def _log(run, events: list[dict]) -> None:

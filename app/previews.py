@@ -33,8 +33,9 @@ def inspect_model(config: RunConfig) -> dict[str, Any]:
 
 @st.cache_data(show_spinner="Reading the model's module names (the embedded model is converted once, ~20 s)...",
                max_entries=16)
-def module_names(ref: str, revision: str | None, home: str) -> list[str] | str:
-    """The names a target-module picker offers: the model's linear layers; or why they could not be read."""
+def module_names(ref: str, revision: str | None, home: str) -> dict[str, list[str]] | str:
+    """The names a target-module picker offers (the model's linear layers) and the architecture's defaults; or why
+    they could not be read."""
     from studio_core.config import ModelConfig
     from studio_core.errors import StudioError
 
@@ -42,7 +43,7 @@ def module_names(ref: str, revision: str | None, home: str) -> list[str] | str:
         info = inspect_model(RunConfig(model=ModelConfig(ref=ref, revision=revision)))
     except (StudioError, OSError, ValueError) as e:
         return f"{e}"
-    return info["linear"]
+    return {"linear": info["linear"], "default": info["default_targets"]}
 
 
 def preset_for(config: RunConfig, preset: str) -> dict[str, Any]:

@@ -94,9 +94,11 @@ def model_card(record: dict[str, Any], parameters: int | None = None, targets: l
     st.dataframe(digests, hide_index=True, width="stretch")
 
 
-CHECKS = [("target_modules", "Target modules exist"), ("parameters", "Trainable share"),
-          ("memory_gib", "Memory fits"), ("precision", "Precision supported"), ("tokens", "Token lengths"),
-          ("rank", "Rank suits the data"), ("time_estimate", "Time estimate")]
+# (report key, check, the words its warnings start with or name)
+CHECKS = [("target_modules", "Target modules exist", "method.target_modules"),
+          ("parameters", "Trainable share", "trainable"), ("memory_gib", "Memory fits", "memory"),
+          ("precision", "Precision supported", "training.precision"), ("tokens", "Token lengths", "data.max_length"),
+          ("rank", "Rank suits the data", "method.r="), ("time_estimate", "Time estimate", "estimate")]
 
 
 def preflight_checklist(report: dict[str, Any]) -> None:
@@ -108,11 +110,12 @@ def preflight_checklist(report: dict[str, Any]) -> None:
     for message in dict.fromkeys(report["warnings"]):
         st.warning(message)
     rows = []
-    for key, title in CHECKS:
+    for key, title, marker in CHECKS:
         if key not in report:
-            rows.append({"check": title, "result": "not run (an earlier check failed)"})
+            rows.append({"check": f"– {title}", "result": "not run (an earlier check failed)"})
             continue
-        mark = "⚠" if any(key.split("_")[0] in w for w in report["warnings"]) else "✓"
+        flagged = [m for m in report["errors"] + report["warnings"] if marker in m]
+        mark = "✗" if any(m in report["errors"] for m in flagged) else "⚠" if flagged else "✓"
         rows.append({"check": f"{mark} {title}", "result": _check_text(key, report[key])})
     st.dataframe(rows, hide_index=True, width="stretch")
     if report.get("simulated"):

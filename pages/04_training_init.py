@@ -67,7 +67,10 @@ model = config_data()["model"]
 names = module_names(model["ref"], model.get("revision"), str(studio_home()))
 if isinstance(names, str):
     st.caption(f"The model's module names could not be read ({names}); type the names instead.")
-step_form(4, targets=None if isinstance(names, str) else names)
+else:
+    st.caption(f"`{model['ref']}` has these linear layers: {', '.join(names['linear'])}. Its defaults: "
+               f"{', '.join(names['default'])}.")
+step_form(4, targets=None if isinstance(names, str) else names["linear"])
 with st.expander("Every method"):
     st.dataframe(method_table(), hide_index=True)
 results.from_last_run("training_init.json", "PEFT model of the last run", results.peft_summary,

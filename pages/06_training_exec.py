@@ -4,8 +4,9 @@ import streamlit as st
 
 from app import activity
 from app.monitor import render_run
-from app.session import RUN_KEY
+from app.session import RUN_KEY, config_data
 from app.steps import step_form, step_header, step_nav
+from studio_core.stages import SIMULATION_STEPS
 
 
 @st.fragment(run_every=1.0)
@@ -31,5 +32,8 @@ step_header(6)
 _live()
 st.divider()
 st.subheader("Training settings")
+if config_data()["simulate"]:
+    caps = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in SIMULATION_STEPS.items())
+    st.caption(f"Simulation is on: a run caps these at {caps} (on a tiny model and a 64-row slice).")
 step_form(6)
 step_nav(6)

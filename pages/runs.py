@@ -32,7 +32,6 @@ if ids:
     st.subheader("One run")
     chosen = st.selectbox("Run", ids, key="runs:watch")
     run = store.get(chosen)
-    render_run(chosen, key="runs")
     folders = available(run.artifacts)
     if folders:
         cols = st.columns(len(folders))
@@ -58,6 +57,8 @@ if ids:
         if no.button("No, keep it", key="runs:delete-no"):
             st.session_state.pop(asking)
             st.rerun()
+
+    render_run(chosen, key="runs")
 
     st.subheader("Compare")
     compared = st.multiselect("Runs to compare", ids, key="runs:compare")
