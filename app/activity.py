@@ -18,38 +18,33 @@ from studio_core.runs import RunDir, RunStore
 
 def submit(config: RunConfig, resume: str | None = None) -> str:
     """Queue a run (or resume one) for this browser session; it becomes the session's current run."""
-    job = jobs.JOBS.submit(config, resume=resume)
+    job = jobs.JOBS.submit(config, resume=resume, requested_by=browser_session())
     st.session_state[RUN_KEY] = job.run_id
     return job.run_id
 
 
 def cancel(run_id: str) -> None:
-    """Cancel a run, recording which browser session asked."""
-    run = _get(run_id)
-    if run is not None:
-        run.event("cancel_requested", f"cancel requested by {browser_session()}", requested_by=browser_session())
-    jobs.JOBS.cancel(run_id)
+    """Cancel a run; its events record which browser session asked."""
+    try:
+        jobs.JOBS.cancel(run_id, requested_by=browser_session())
+    except StudioError as e:  # it finished in the meantime: nothing to cancel
+        st.toast(str(e))
 
 
 def active_run() -> RunDir | None:
-    """The run training now on this studio's worker, whoever started it."""
-    for run in RunStore().list():
-        if run.read_status().get("state") == "running":
-            return run
-    return None
+    """The run the studio is running now, whoever started it (read from disk: every browser sees the same)."""
+    return jobs.active_run()
 
 
 def queued_ids() -> list[str]:
-    """Runs waiting for the worker, in order."""
-    return [job.run_id for job in list(jobs.JOBS._queue)]  # noqa: SLF001 - until the queue lives on disk
+    """Runs waiting in the studio's queue, next first."""
+    return [run.run_id for run in jobs.queued_runs()]
 
 
 def run_state(run_id: str) -> str:
-    """queued, running, completed, failed, cancelled, interrupted, or starting (not on disk yet)."""
-    if run_id in queued_ids():
-        return "queued"
+    """queued, running, completed, failed, cancelled, interrupted; `gone` when its dir was deleted."""
     run = _get(run_id)
-    return run.read_status()["state"] if run else "starting"
+    return run.read_status()["state"] if run else "gone"
 
 
 def _get(run_id: str) -> RunDir | None:
@@ -89,7 +84,7 @@ def delete_run(run_id: str) -> None:
     """Remove a run's directory; a queued or running run is refused (cancel it first)."""
     import shutil
 
-    if run_state(run_id) in ("queued", "starting", "running"):
+    if run_state(run_id) in ("queued", "running"):
         raise StudioError(f"run {run_id} is {run_state(run_id)}; cancel it before deleting it")
     run = _get(run_id)
     if run is not None:

@@ -12,6 +12,7 @@ import streamlit as st  # noqa: E402
 from app.session import keep_draft  # noqa: E402
 from app.sidebar import render_sidebar  # noqa: E402
 from app.steps import step_title  # noqa: E402
+from studio_core.jobs import JOBS  # noqa: E402
 
 PAGES = ROOT / "pages"
 
@@ -26,6 +27,7 @@ navigation = st.navigation({
     "Wizard": [st.Page(str(p), title=step_title(int(p.name[:2]))) for p in steps],
     "Studio": [st.Page(str(PAGES / "runs.py"), title="Runs"), st.Page(str(PAGES / "hardware.py"), title="Hardware")],
 }, expanded=True)  # all twelve steps visible, no "view more"
+JOBS.supervisor()  # the queue's worker: started once per studio process, it runs each run in a child process
 keep_draft()  # callbacks have already written this rerun's edits to the config
 render_sidebar()
 navigation.run()

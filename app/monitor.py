@@ -10,10 +10,11 @@ from app import activity
 from app.charts import line_chart, loss_chart
 from app.session import RUN_KEY, browser_session
 from studio_core.config import RunConfig, validate_config
+from studio_core.errors import StudioError
 from studio_core.workflow import STAGES, is_enabled
 
 STARTED_KEY = "runs_started_here"
-ACTIVE = ("queued", "starting", "running")
+ACTIVE = ("queued", "running")
 
 
 def run_plan(config: RunConfig) -> list[str]:
@@ -50,22 +51,28 @@ def render_run(run_id: str, key: str, live: bool = True) -> None:
 
 
 def _render(run_id: str, key: str) -> None:
-    state = activity.run_state(run_id)
     run = activity._get(run_id)  # noqa: SLF001
     if run is None:
-        queue = activity.queued_ids()
-        where = f"place {queue.index(run_id) + 1} in the queue" if run_id in queue else "starting"
-        st.info(f"Run **{run_id}** is {where} (one run at a time on this machine).")
-        _cancel_control(run_id, state, key)
+        st.info(f"Run {run_id} is no longer in the studio home (it was deleted).")
         return
-    status, metrics, events = run.read_status(), run.metrics(), run.events()
+    try:
+        status, metrics, events = run.read_status(), run.metrics(), run.events()
+        config = validate_config(run.config_data())
+    except (OSError, ValueError, StudioError) as e:  # shown, never "starting..." forever
+        st.error(f"Run {run_id} cannot be read: {e}")
+        return
+    state = status["state"]
     sim = " (simulation)" if status.get("simulated") else ""
     st.subheader(f"{run_id}{sim}: {state}")
-    config = validate_config(run.config_data())
+    if state == "queued":
+        queue = activity.queued_ids()
+        place = f"place {queue.index(run_id) + 1} in the queue" if run_id in queue else "about to start"
+        st.info(f"Queued: {place} (one run at a time on this machine).")
     if state in ACTIVE:
         with st.expander("The plan", expanded=not metrics):
             st.markdown("\n".join(f"- {line}" for line in run_plan(config)))
-        _now(status, events)
+        if state == "running":
+            _now(status, events)
     else:
         _outcome(run, status, events, key)
     for warning in _unique(e["message"] for e in events if e["type"] == "warning"):
@@ -127,7 +134,7 @@ def _outcome(run, status: dict, events: list[dict], key: str) -> None:
                    "retry from the last checkpoint.")
         _log(run, events)
     elif state == "cancelled":
-        asked = [e for e in events if e["type"] == "cancel_requested"]
+        asked = [e for e in events if e["type"] in ("cancel_requested", "run_cancelled") and e.get("requested_by")]
         who = f" (asked by {asked[-1].get('requested_by')})" if asked else ""
         st.info(f"Cancelled{who}. Resume continues from the last checkpoint.")
     elif state == "interrupted":
@@ -160,7 +167,9 @@ def _completed(run) -> None:
 
 
 def _log(run, events: list[dict]) -> None:
-    log = run.path / "job.log"
+    from studio_core.jobs import LOG_FILE
+
+    log = run.path / LOG_FILE
     with st.expander("The job's log", expanded=True):
         if log.is_file():
             st.code(log.read_text(encoding="utf-8", errors="replace")[-6000:] or "(empty)", language="text")

@@ -14,6 +14,7 @@ from app.session import RUN_KEY, cli_command, config_data, problems, replace_con
 from app.steps import step_file
 from studio_core.config import RunConfig
 from studio_core.errors import StudioError
+from studio_core.runs import migrate_config
 
 IMPORT_KEY = "sidebar:import"
 
@@ -66,7 +67,7 @@ def _load_import() -> None:
     if uploaded is None:
         return
     try:
-        replace_config(json.loads(uploaded.getvalue()))
+        replace_config(migrate_config(json.loads(uploaded.getvalue())))  # a run's config.json imports too
         st.session_state["sidebar:import-result"] = ("success", f"Loaded {uploaded.name}.")
     except (StudioError, ValueError) as e:
         st.session_state["sidebar:import-result"] = ("error", f"{uploaded.name}: {e}")

@@ -17,8 +17,8 @@ def _live() -> None:
     if shown is None and not mine:
         st.info("No run yet: press Start in the sidebar (or run the demo from Home); it appears here live.")
         return
-    if mine and (shown is None or mine != shown.run_id) and activity.run_state(mine) in ("queued", "starting"):
-        st.info(f"Your run `{mine}` is {activity.run_state(mine)}" + (" behind this one." if shown else "."))
+    if mine and (shown is None or mine != shown.run_id) and activity.run_state(mine) == "queued":
+        st.info(f"Your run `{mine}` is queued" + (" behind this one." if shown else "."))
     if shown is not None:
         if active is None:
             st.caption("Nothing is running now; this is the latest run.")

@@ -45,7 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--simulate", action="store_true",
                      help="Validate the real data and model, then run on a tiny model and a 64-row slice.")
     run.add_argument("--resume", metavar="RUN_ID", help="Continue an interrupted or cancelled run.")
+    run.add_argument("--queue", action="store_true",
+                     help="Add the run to the studio home's queue instead of running it now (the studio, or "
+                     "`peft-studio queue work`, runs it).")
+    run.add_argument("--job", metavar="RUN_ID", help=argparse.SUPPRESS)  # the supervisor's child: run a queued run
     run.add_argument("--home", help=home_help)
+
+    queue = sub.add_parser("queue", help="The studio home's queue: list it, cancel a run, or work through it.")
+    queue_sub = queue.add_subparsers(dest="queue_command")
+    queue_sub.add_parser("list", help="Queued and running runs (the default).")
+    queue_cancel = queue_sub.add_parser("cancel", help="Cancel a queued run, or ask a running one to stop.")
+    queue_cancel.add_argument("run_id")
+    queue_sub.add_parser("work", help="Run the queued runs one by one, each in its own process, until none is left.")
+    for p in (queue, *queue_sub.choices.values()):
+        p.add_argument("--home", help=home_help)
 
     sub.add_parser("methods", help="List the PEFT methods: what each trains, mergeable, 4-bit base, layers.")
     runs = sub.add_parser("runs", help="List the runs in the studio home.")
@@ -103,15 +116,26 @@ def resolve_run_config(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from studio_core import workflow
+    from studio_core import jobs, workflow
 
+    if args.job:
+        return _run_job(args)
     if args.resume:
         config = _resume_config(args)
     else:
         config = resolve_run_config(args)
+    if args.queue:
+        run = jobs.enqueue(config, args.home, resume=args.resume, requested_by="cli")
+        err.print(f"queued {run.run_id} (place {len(jobs.queued_runs(args.home))}); the studio runs it, or "
+                  "`peft-studio queue work`")
+        print(run.path)
+        return 0
     if config.simulate:
         err.print("[bold yellow]SIMULATION[/]: real data and model are validated; the pipeline then runs on a "
                   "tiny random model and a 64-row slice. Results say nothing about the real model.")
+    for other in jobs.running_runs(args.home):
+        err.print(f"[yellow]note[/]: run {other.run_id} is running on this machine too; the two share its "
+                  "CPU, memory and GPU")
     try:
         run_dir = workflow.run(config, args.home, resume=args.resume, on_event=_print_event)
     except workflow.StageFailed as e:
@@ -121,6 +145,69 @@ def cmd_run(args: argparse.Namespace) -> int:
     status = run_dir.read_status()
     err.print(f"[bold green]{status['state']}[/] {'(simulated) ' if config.simulate else ''}run {run_dir.run_id}")
     print(run_dir.path)
+    return 0
+
+
+def _run_job(args: argparse.Namespace) -> int:
+    """The studio supervisor's child: run the queued run `--job`, with secrets from stdin, SIGTERM as cancel."""
+    import os
+    import signal
+
+    from studio_core import workflow
+    from studio_core.config import validate_config
+    from studio_core.context import CANCEL_FILE
+    from studio_core.errors import CancelledError
+    from studio_core.runs import RunStore
+
+    if args.config or args.assignments or args.data or args.model or args.method or args.simulate or args.resume:
+        raise InputError("--job runs a queued run with its saved config; it takes no other run options")
+    run = RunStore(args.home).get(args.job)
+    secrets = sys.stdin.read() if not sys.stdin.isatty() else ""
+    for name, value in (json.loads(secrets) if secrets.strip() else {}).items():
+        os.environ[name] = value  # this process only: never written to the run dir
+
+    def on_term(signum, frame):  # the supervisor's escalation of a cancel request, or a shutdown
+        if (run.path / CANCEL_FILE).exists():
+            raise CancelledError("cancelled: stopped by SIGTERM after the cancel request")
+        raise SystemExit(f"terminated by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    status = run.read_status()
+    config = validate_config(run.config_data())
+    resume = args.job if status.get("queued", {}).get("resume") else None
+    try:
+        workflow.run(config, args.home, resume=resume, run_id=args.job, on_event=_print_event)
+    except CancelledError as e:
+        err.print(f"cancelled: {escape(str(e))}")
+        return 0
+    except workflow.StageFailed as e:
+        _error(e)
+        return 2 if e.is_input_error else 1
+    err.print(f"[bold green]completed[/] run {args.job}")
+    return 0
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    from studio_core import jobs
+
+    if args.queue_command == "cancel":
+        state = jobs.cancel(args.run_id, args.home, requested_by="cli")
+        print(f"{args.run_id}: {state}")
+        return 0
+    if args.queue_command == "work":
+        count = jobs.Supervisor(args.home).drain()
+        err.print(f"queue empty; ran {count} run(s)")
+        return 0
+    table = Table(title="queue")
+    for column in ("place", "run", "state", "queued at", "by"):
+        table.add_column(column)
+    for run in jobs.running_runs(args.home):
+        table.add_row("now", run.run_id, "running", "", "")
+    for place, run in enumerate(jobs.queued_runs(args.home), start=1):
+        queued = run.read_status().get("queued", {})
+        table.add_row(str(place), run.run_id, "queued" + (" (resume)" if queued.get("resume") else ""),
+                      str(queued.get("at", "")), str(queued.get("requested_by") or ""))
+    Console().print(table)
     return 0
 
 
@@ -320,7 +407,7 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"methods": cmd_methods, "run": cmd_run, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
+COMMANDS = {"methods": cmd_methods, "run": cmd_run, "queue": cmd_queue, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
             "verify": cmd_verify, "promote": cmd_promote}
 
 

@@ -5,6 +5,9 @@ whole-file write is atomic (write to a temp file, fsync, rename). A run is only 
 last stage finished; a process killed at any point leaves a dir that reads as `interrupted`:
 - killed before the dir got its first status: the dir is still `runs/.creating-*`, which is never listed;
 - killed while running: status says `running` but its process (pid + start time) is gone.
+
+A run the studio queued has its dir from the start, in state `queued` with no owner process: the queue is
+the run dirs in that state, oldest first, so it survives a studio restart (see `studio_core.jobs`).
 """
 
 from __future__ import annotations
@@ -21,9 +24,14 @@ from typing import Any, Literal
 
 import psutil
 
-RunState = Literal["running", "completed", "failed", "interrupted", "cancelled"]
+RunState = Literal["queued", "running", "completed", "failed", "interrupted", "cancelled"]
 StageState = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
 FINAL_STATES = ("completed", "failed", "cancelled")
+CONFIG_SCHEMA_VERSION = 2
+"""The layout of a run dir's config.json. 1: the bare RunConfig (up to commit 5550a46); 2: the same fields with
+`schema_version` beside them. `RunDir.config_data` migrates older files, so old run dirs list, open and resume."""
+CONFIG_MIGRATIONS: dict[int, dict[str, str]] = {1: {}}
+"""Per version: dotted key renames applied to reach the next version (none so far: version 2 only adds the tag)."""
 
 
 def studio_home(home: str | Path | None = None) -> Path:
@@ -104,6 +112,8 @@ def _process_identity() -> dict[str, Any]:
 
 
 def _process_alive(owner: dict[str, Any]) -> bool:
+    if not owner:
+        return False
     if owner.get("host") != socket.gethostname():
         return True  # another machine's run: we cannot tell, so do not call it interrupted
     try:
@@ -137,9 +147,20 @@ class RunDir:
             status = json.loads(self.status_file.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             return {"run_id": self.run_id, "state": "interrupted", "stages": {}, "error": "no status written"}
-        if status.get("state") == "running" and not _process_alive(status.get("owner", {})):
+        if status.get("state") == "running" and not _process_alive(status.get("owner") or {}):
             status["state"] = "interrupted"
+        job = self.job_record()
+        if job:  # written by the studio's supervisor, never by the run's own process: no write races
+            status["process"] = {k: job.get(k) for k in ("pid", "exit_code", "signal", "started_at", "ended_at")}
+            status["resources"] = job.get("peaks", {})
         return status
+
+    def job_record(self) -> dict[str, Any]:
+        """`job.json`: the supervisor's record of the run's process (pid, exit code or signal, resource peaks)."""
+        try:
+            return json.loads((self.path / "job.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
 
     def write_status(self, status: dict[str, Any]) -> None:
         status["updated_at"] = utc_now()
@@ -162,7 +183,19 @@ class RunDir:
         return read_jsonl(self.path / "metrics.jsonl")
 
     def config_data(self) -> dict[str, Any]:
-        return json.loads((self.path / "config.json").read_text(encoding="utf-8"))
+        """The run's config as RunConfig data, migrated from the version of PEFT Studio that wrote it."""
+        return migrate_config(json.loads((self.path / "config.json").read_text(encoding="utf-8")))
+
+    def disk_bytes(self) -> int:
+        """What the run dir holds on disk (checkpoints, merged model, exports), in bytes."""
+        total = 0
+        for root, _, files in os.walk(self.path):
+            for name in files:
+                try:
+                    total += os.lstat(os.path.join(root, name)).st_size
+                except OSError:
+                    continue  # removed while walking (a checkpoint rotated away)
+        return total
 
 
 class RunStore:
@@ -172,8 +205,10 @@ class RunStore:
         self.home = studio_home(home)
         self.root = self.home / "runs"
 
-    def create(self, config_json: str, run_id: str, stage_names: list[str], simulated: bool) -> RunDir:
-        """Create a run dir with its config and a `running` status, made visible in one rename."""
+    def create(self, config_json: str, run_id: str, stage_names: list[str], simulated: bool,
+               queued: dict[str, Any] | None = None) -> RunDir:
+        """Create a run dir with its config and a `running` status (owned by this process), made visible in one
+        rename; with `queued` (who asked, when), a `queued` status with no owner instead."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".creating-{run_id}"
         staging.mkdir()
@@ -183,11 +218,14 @@ class RunStore:
         for name in ("events.jsonl", "metrics.jsonl"):
             (staging / name).touch()
         now = utc_now()
-        run.write_status({
+        status = {
             "run_id": run_id, "state": "running", "simulated": simulated, "created_at": now,
             "started_at": now, "finished_at": None, "owner": _process_identity(), "error": None,
             "stages": {name: {"state": "pending"} for name in stage_names},
-        })
+        }
+        if queued is not None:
+            status.update(state="queued", started_at=None, owner=None, queued=queued)
+        run.write_status(status)
         final = self.root / run_id
         os.rename(staging, final)
         return RunDir(final)
@@ -208,9 +246,53 @@ class RunStore:
         return sorted(runs, key=lambda r: r.run_id, reverse=True)
 
 
-def mark_running_again(run: RunDir) -> None:
-    """Take over a run for resuming: this process becomes its owner."""
+def config_file_text(config_json: str) -> str:
+    """config.json as a run dir stores it: the resolved RunConfig with its schema version."""
+    data = json.loads(config_json)
+    return json.dumps({"schema_version": CONFIG_SCHEMA_VERSION, **data}, indent=2) + "\n"
+
+
+def migrate_config(data: dict[str, Any]) -> dict[str, Any]:
+    """RunConfig data from a config.json of any earlier schema version (renamed keys moved to their new names)."""
+    data = dict(data)
+    version = data.pop("schema_version", 1)
+    if not isinstance(version, int) or version > CONFIG_SCHEMA_VERSION:
+        from studio_core.errors import InputError
+
+        raise InputError(f"config.json has schema_version {version!r}, newer than this PEFT Studio reads "
+                         f"({CONFIG_SCHEMA_VERSION}); open the run with the version that wrote it")
+    for v in range(version, CONFIG_SCHEMA_VERSION):
+        for old, new in CONFIG_MIGRATIONS.get(v, {}).items():
+            value = _pop_dotted(data, old)
+            if value is not _MISSING:
+                _set_dotted(data, new, value)
+    return data
+
+
+_MISSING = object()
+
+
+def _pop_dotted(data: dict[str, Any], dotted: str) -> Any:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        data = data.get(part, {})
+        if not isinstance(data, dict):
+            return _MISSING
+    return data.pop(last, _MISSING)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    data[last] = value
+
+
+def mark_running_again(run: RunDir, resumed: bool = True) -> None:
+    """Take over a run (queued, or to resume it): this process becomes its owner."""
     status = run.read_status()
     status.update(state="running", owner=_process_identity(), error=None, finished_at=None)
-    status["resumed_at"] = utc_now()
+    status["started_at"] = status.get("started_at") or utc_now()
+    if resumed:
+        status["resumed_at"] = utc_now()
     run.write_status(status)

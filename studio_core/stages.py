@@ -2,15 +2,21 @@
 
 `workflow.STAGES` lists them in wizard order; the work itself lives in the concern packages (data/,
 models/, preflight.py, ...), so these stay short.
+
+What a stage needs from an earlier one it reads through an accessor here (`prepared_data`, `run_precision`,
+`trained_model`): from this process's cache when the earlier stage ran in it, else from the run dir, so a
+resumed run or another process can start at any stage after Training Exec. Training Init and Training Exec
+are the one pair that share a live object (the PEFT model being trained), so they run in one process.
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # workflow imports this module to build its stage list
-    from studio_core.workflow import RunContext
+if TYPE_CHECKING:
+    from studio_core.context import RunContext
 
 
 def resolved_model(ctx: RunContext):
@@ -31,6 +37,61 @@ def tokenizer(ctx: RunContext):
     return ctx.outputs["tokenizer"]
 
 
+def prepared_data(ctx: RunContext):
+    """Step 1's result: the normalised splits, their tokens and the report (from the run dir if not cached)."""
+    from studio_core.data.prepare import PreparedData
+    from studio_core.data.tokenize import TokenizedExample
+    from studio_core.runs import read_jsonl
+
+    if "data" not in ctx.outputs:
+        folder = ctx.run.artifacts / "data"
+        if not (folder / "train.tokens.jsonl").is_file():
+            from studio_core.errors import StudioError
+
+            raise StudioError(f"no tokenized data in {folder}: step 1 (Data Resolve) has not completed in this run")
+        rows = {s: [r["messages"] for r in read_jsonl(folder / f"{s}.jsonl")] for s in ("train", "val")}
+        tokens = {s: [TokenizedExample(**t) for t in read_jsonl(folder / f"{s}.tokens.jsonl")] for s in ("train", "val")}
+        ctx.outputs["data"] = PreparedData(rows["train"], rows["val"], tokens["train"], tokens["val"],
+                                           ctx.read_artifact("data/report.json"))
+    return ctx.outputs["data"]
+
+
+def run_precision(ctx: RunContext) -> str:
+    """The compute precision Training Init chose (bf16, fp16 or fp32)."""
+    if "precision" not in ctx.outputs:
+        ctx.outputs["precision"] = ctx.read_artifact("training_init.json")["precision"]
+    return ctx.outputs["precision"]
+
+
+def trained_model(ctx: RunContext):
+    """The tuned model for the stages after training: cached, else the saved adapter on a fresh base.
+
+    The saved adapter is what ships and what the reload check proved equal to the trained model, so evaluating
+    it after a resume measures the same function the run trained.
+    """
+    if "peft_model" not in ctx.outputs:
+        from peft import PeftModel
+
+        from studio_core.models.resolve import load_model
+        from studio_core.train.methods import get_method
+
+        adapter = ctx.run.artifacts / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            from studio_core.errors import StudioError
+
+            raise StudioError(f"no adapter in {adapter}: step 6 (Training Exec) has not completed in this run")
+        precision = run_precision(ctx)
+        if ctx.simulated:
+            from transformers import AutoModelForCausalLM
+
+            base = AutoModelForCausalLM.from_pretrained(ctx.run.artifacts / "simulation-base", use_safetensors=True)
+        else:
+            base = load_model(resolved_model(ctx), quantize_4bit=get_method(ctx.config.method.name).loads_in_4bit,
+                              compute_dtype=precision)
+        ctx.outputs["peft_model"] = PeftModel.from_pretrained(base, str(adapter)).eval()
+    return ctx.outputs["peft_model"]
+
+
 def data_resolve(ctx: RunContext) -> None:
     """Step 1: validate every row (before touching any model), split, tokenize, report, digest."""
     from studio_core.data.prepare import prepare_data
@@ -39,8 +100,9 @@ def data_resolve(ctx: RunContext) -> None:
     cfg = ctx.config.data
     data = prepare_data(cfg, lambda: tokenizer(ctx), simulate=ctx.simulated)
     out = ctx.artifact_dir("data")
-    for split, rows in (("train", data.train), ("val", data.val)):
+    for split, rows, tokens in (("train", data.train, data.train_tokens), ("val", data.val, data.val_tokens)):
         atomic_write_jsonl(out / f"{split}.jsonl", [{"messages": r} for r in rows])
+        atomic_write_jsonl(out / f"{split}.tokens.jsonl", [asdict(t) for t in tokens])
     ctx.write_artifact("data/report.json", data.report)
     ctx.outputs["data"] = data
     rows = data.report["rows"]
@@ -107,7 +169,7 @@ def preflight_check(ctx: RunContext) -> None:
     report = pf.PreflightReport()
     profile = hardware_profile(ctx.home)
     precision = pf.check_precision(report, cfg.training.precision, profile)
-    data = ctx.outputs["data"]
+    data = prepared_data(ctx)
     pf.check_tokens(report, data, cfg.data.max_length)
     model = load_training_model(ctx, precision)
     pf.check_targets(report, model, cfg.method)
@@ -216,7 +278,7 @@ def training_exec(ctx: RunContext) -> None:
     from studio_core.errors import CancelledError
     from studio_core.train.trainer import latest_checkpoint, train
 
-    cfg, data = ctx.config, ctx.outputs["data"]
+    cfg, data = ctx.config, prepared_data(ctx)
     checkpoint = latest_checkpoint(ctx.run.path)
     if checkpoint:
         ctx.run.drop_metrics_after(int(checkpoint.rsplit("-", 1)[-1]))  # those steps are replayed
@@ -278,7 +340,7 @@ def _save_and_merge(ctx: RunContext) -> None:
     converted = rewrites_base(ctx.config.method)
     save_adapter(ctx.outputs["peft_model"], adapter_dir, base_record,
                  initial_adapter=ctx.run.artifacts / "adapter-init" if converted else None)
-    batch = collate(ctx.outputs["data"].val_tokens[:2], tokenizer(ctx).pad_token_id)
+    batch = collate(prepared_data(ctx).val_tokens[:2], tokenizer(ctx).pad_token_id)
     method = get_method(ctx.config.method.name)
     if not method.loads_in_4bit:  # a 4-bit base reloads de-quantized: the merge check below covers QLoRA
         _check_reload(ctx, adapter_dir, batch, swap=converted)
@@ -361,8 +423,8 @@ def evaluation(ctx: RunContext) -> None:
     from studio_core.runs import atomic_write_jsonl
 
     cfg = ctx.config
-    report, answers = run_evaluation(ctx.outputs["peft_model"], tokenizer(ctx), ctx.outputs["data"], cfg,
-                                     ctx.outputs["precision"], metrics=ctx.run.metrics())
+    report, answers = run_evaluation(trained_model(ctx), tokenizer(ctx), prepared_data(ctx), cfg,
+                                     run_precision(ctx), metrics=ctx.run.metrics())
     report["simulated"] = ctx.simulated
     ctx.write_artifact("eval/metrics.json", report)
     out = ctx.artifact_dir("eval")

@@ -1,4 +1,4 @@
-"""The twelve stages in wizard order, the context passed between them, and the orchestrator.
+"""The twelve stages in wizard order and the orchestrator (what they share is `studio_core.context`).
 
 `run(config, home)` is the one entry point the CLI and the UI both call. It refuses up front a config that
 enables a stage this version cannot run yet (nothing is silently skipped), creates the run dir, runs the
@@ -8,62 +8,17 @@ error recorded. A disabled stage is recorded as `skipped`, with the config key t
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from studio_core import stages
 from studio_core.config import RunConfig
+from studio_core.context import CancelSignal, EventSink, Flag, RunContext
 from studio_core.errors import CancelledError, ConfigError, InputError, Problem, StudioError
-from studio_core.runs import (
-    RunDir,
-    RunStore,
-    atomic_write_json,
-    mark_running_again,
-    model_cache_dir,
-    new_run_id,
-    utc_now,
-)
-
-EventSink = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class RunContext:
-    """What stages share: the config, the run dir, and each stage's outputs for the next ones."""
-
-    config: RunConfig
-    run: RunDir
-    home: Path
-    cancel: threading.Event
-    on_event: EventSink | None = None
-    outputs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def simulated(self) -> bool:
-        return self.config.simulate
-
-    @property
-    def model_cache(self) -> Path:
-        return model_cache_dir(self.home)
-
-    def emit(self, kind: str, message: str = "", **data: Any) -> None:
-        """Record an event in the run dir and pass it to the live listener (CLI progress, UI registry)."""
-        self.run.event(kind, message, **data)
-        if self.on_event is not None:
-            self.on_event({"type": kind, "message": message, "run_id": self.run.run_id, **data})
-
-    def artifact_dir(self, name: str) -> Path:
-        path = self.run.artifacts / name
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def write_artifact(self, name: str, data: Any) -> Path:
-        path = self.run.artifacts / name
-        atomic_write_json(path, data)
-        return path
+from studio_core.runs import RunDir, RunStore, config_file_text, mark_running_again, new_run_id, utc_now
 
 
 @dataclass(frozen=True)
@@ -75,37 +30,20 @@ class Stage:
     run: Callable[[RunContext], None] | None  # None: registered, not available in this version yet
 
 
-def _stages() -> list[Stage]:
-    from studio_core.stages import (
-        compile_engine,
-        data_resolve,
-        evaluation,
-        evidence_signing,
-        export_onnx,
-        model_resolve,
-        preflight_check,
-        tgsp_packing,
-        training_exec,
-        training_init,
-    )
-
-    return [
-        Stage(1, "data_resolve", "Data Resolve", "data", data_resolve),
-        Stage(2, "model_resolve", "Model Resolve", "model", model_resolve),
-        Stage(3, "preflight", "Pre-flight Check", "preflight", preflight_check),
-        Stage(4, "training_init", "Training Init", "method", training_init),
-        Stage(5, "pruning_init", "Pruning Aware Init", "pruning", None),
-        Stage(6, "training_exec", "Training Exec", "training", training_exec),
-        Stage(7, "dynamic_sparsification", "Dynamic Sparsification", "comm", None),
-        Stage(8, "evaluation", "Evaluation", "evaluation", evaluation),
-        Stage(9, "export_onnx", "Export ONNX", "export", export_onnx),
-        Stage(10, "compile", "Compile", "compile", compile_engine),
-        Stage(11, "tgsp_packing", "TGSP Packing", "package", tgsp_packing),
-        Stage(12, "evidence_signing", "Evidence Signing", "signing", evidence_signing),
-    ]
-
-
-STAGES: list[Stage] = _stages()
+STAGES: list[Stage] = [
+    Stage(1, "data_resolve", "Data Resolve", "data", stages.data_resolve),
+    Stage(2, "model_resolve", "Model Resolve", "model", stages.model_resolve),
+    Stage(3, "preflight", "Pre-flight Check", "preflight", stages.preflight_check),
+    Stage(4, "training_init", "Training Init", "method", stages.training_init),
+    Stage(5, "pruning_init", "Pruning Aware Init", "pruning", None),
+    Stage(6, "training_exec", "Training Exec", "training", stages.training_exec),
+    Stage(7, "dynamic_sparsification", "Dynamic Sparsification", "comm", None),
+    Stage(8, "evaluation", "Evaluation", "evaluation", stages.evaluation),
+    Stage(9, "export_onnx", "Export ONNX", "export", stages.export_onnx),
+    Stage(10, "compile", "Compile", "compile", stages.compile_engine),
+    Stage(11, "tgsp_packing", "TGSP Packing", "package", stages.tgsp_packing),
+    Stage(12, "evidence_signing", "Evidence Signing", "signing", stages.evidence_signing),
+]
 # Features that live inside a stage rather than being one, not available yet either.
 UNAVAILABLE_FEATURES = {"privacy": "differential privacy"}
 
@@ -148,25 +86,34 @@ class StageFailed(StudioError):
 
 def run(
     config: RunConfig, home: str | Path | None = None, *, resume: str | None = None,
-    cancel: threading.Event | None = None, on_event: EventSink | None = None, run_id: str | None = None,
+    cancel: Flag | None = None, on_event: EventSink | None = None, run_id: str | None = None,
 ) -> RunDir:
     """Run every enabled stage of `config` in a new run dir (or resume run `resume`); returns the run dir.
 
-    `run_id` names the new run (the UI's job queue assigns it before the run starts); by default one is made.
+    `run_id` names the new run; where a run dir of that id is `queued` (the studio's queue made it), this
+    process takes it over. The run stops at its next step or stage boundary when `cancel` is set or a cancel
+    request file appears in its run dir (`studio_core.context.request_cancel`).
     """
     check_runnable(config)
     store = RunStore(home)
     if resume:
         run_dir = _take_over(store, resume)
+    elif run_id and (store.root / run_id).is_dir():
+        run_dir = _take_over(store, run_id, queued_only=True)
     else:
         run_id = run_id or new_run_id(config.name, config.simulate)
-        run_dir = store.create(config.model_dump_json(indent=2) + "\n", run_id, [s.name for s in STAGES],
+        run_dir = store.create(config_file_text(config.model_dump_json()), run_id, [s.name for s in STAGES],
                                config.simulate)
-    ctx = RunContext(config, run_dir, store.home, cancel or threading.Event(), on_event)
+    ctx = RunContext(config, run_dir, store.home, CancelSignal(run_dir.path, cancel), on_event)
     ctx.emit("run_started", "simulation run" if config.simulate else "run", resumed=bool(resume),
              simulated=config.simulate)
+    done_before = _completed_stages(run_dir) if resume else set()
     try:
         for stage in STAGES:
+            if stage.name in done_before and _kept_on_resume(ctx, stage, done_before):
+                ctx.emit("stage_kept", f"{stage.title}: completed before the run stopped; its artifacts are kept",
+                         stage=stage.name, number=stage.number)
+                continue
             _run_stage(ctx, stage)
     except CancelledError:
         _finish(ctx, "cancelled", "cancelled at a stage boundary")
@@ -181,14 +128,32 @@ def run(
     return run_dir
 
 
-def _take_over(store: RunStore, run_id: str) -> RunDir:
+def _completed_stages(run_dir: RunDir) -> set[str]:
+    return {name for name, s in run_dir.read_status().get("stages", {}).items() if s.get("state") == "completed"}
+
+
+def _kept_on_resume(ctx: RunContext, stage: Stage, done_before: set[str]) -> bool:
+    """A stage that completed before a resume is not run again when what later stages read of it is on disk.
+
+    Training Init is the exception while Training Exec has not completed: the two share the live PEFT model.
+    """
+    if stage.name == "training_init":
+        return "training_exec" in done_before
+    if stage.name == "data_resolve":  # run dirs from before tokens were stored re-run it
+        return (ctx.run.artifacts / "data" / "train.tokens.jsonl").is_file()
+    return True
+
+
+def _take_over(store: RunStore, run_id: str, queued_only: bool = False) -> RunDir:
     run_dir = store.get(run_id)
     state = run_dir.read_status()["state"]
+    if queued_only and state != "queued":
+        raise InputError(f"run {run_id} already exists ({state}); give a new run id, or resume it")
     if state == "completed":
         raise InputError(f"run {run_id} is already completed; start a new run instead")
     if state == "running":
         raise InputError(f"run {run_id} is still running in another process; wait for it or cancel it")
-    mark_running_again(run_dir)
+    mark_running_again(run_dir, resumed=not queued_only)
     return run_dir
 
 

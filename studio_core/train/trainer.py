@@ -6,17 +6,17 @@ RNG state and the data position (so a resumed run replays exactly the remaining 
 one callback that streams metrics and progress to the run dir, checks the cancel flag at every step and
 warns when validation loss rises while training loss falls.
 
-Where later issues attach:
-- differential privacy (Opacus): `build_trainer` is the one place that builds the optimizer and the data
-  loader; a DP run passes its own (Poisson-sampled loader, DPOptimizer with per-sample gradients) through
-  `Trainer(optimizers=...)` / a `get_train_dataloader` override, and the accountant's epsilon joins the
-  metric line in `StudioCallback.on_log`.
-- 2:4 masks: `StudioCallback.on_optimizer_step` is the hook after each optimizer step where adapter
-  updates are projected back into the base weight's sparsity pattern (or a parametrization is registered
-  on the LoRA modules in Training Init).
-- data parallel with gradient compression: `TrainingArguments` already runs under torchrun/accelerate;
-  the compression hook is registered on the DDP-wrapped model in `Trainer.create_accelerator_and_postprocess`
-  via `ddp_comm_hook`, with no change to the loop.
+`build_trainer` is the one place the `Trainer` is built. What later features attach, they pass to it as
+`TrainerParts`, each piece independent of the others:
+- `callbacks`: extra `TrainerCallback`s (trackers: MLflow, TensorBoard, W&B; per-method hooks);
+- `collator`: the batch collator (sequence packing replaces the padding one);
+- `wrap`: functions called with the built Trainer before training starts, in order, each returning the
+  Trainer to use; a privacy engine (Opacus) replaces the optimizer and the train data loader here;
+- `comm_hook`: a DDP communication hook `(state, hook)`, registered on the DDP-wrapped model when training
+  starts under torch.distributed (several processes). With one process there is no DDP model, and the run's
+  events say the hook was not used.
+- `metric_fields`: functions of the Trainer state whose values join every training metric line (epsilon
+  spent under DP, bytes sent per step under gradient compression).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import math
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,17 @@ from studio_core.train.batching import Collator, TokenizedDataset
 from studio_core.train.methods import training_callbacks
 
 CHECKPOINTS = "checkpoints"
+
+
+@dataclass
+class TrainerParts:
+    """What features attach to the Trainer (see the module docstring); all optional, none aware of the others."""
+
+    callbacks: list[Any] = field(default_factory=list)
+    collator: Callable[[list], dict] | None = None
+    wrap: list[Callable[[Trainer], Trainer]] = field(default_factory=list)
+    comm_hook: tuple[Any, Callable] | None = None
+    metric_fields: list[Callable[[Any], dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -53,8 +65,10 @@ class TrainOutcome:
 class StudioCallback(TrainerCallback):
     """Metrics and progress to the run dir, cancel at step boundaries, the overfitting warning."""
 
-    def __init__(self, emit, metric, cancel: threading.Event, max_steps: int, start_step: int = 0):
-        self.emit, self.metric, self.cancel = emit, metric, cancel
+    def __init__(self, emit, metric, cancel, max_steps: int, start_step: int = 0,
+                 metric_fields: list[Callable[[Any], dict[str, Any]]] | None = None):
+        self.emit, self.metric, self.cancel = emit, metric, cancel  # cancel: anything with is_set()
+        self.metric_fields = metric_fields or []
         self.max_steps = max_steps
         self.start_step = start_step
         self.cancelled = False
@@ -98,9 +112,12 @@ class StudioCallback(TrainerCallback):
         eta = elapsed / done * (self.max_steps - state.global_step) if done > 0 else None
         loss = float(logs["loss"])
         self.train_losses.append(loss)
+        extra: dict[str, Any] = {}
+        for fields in self.metric_fields:
+            extra.update(fields(state))
         self.metric(step=state.global_step, epoch=round(state.epoch or 0, 4), loss=loss,
                     lr=logs.get("learning_rate"), grad_norm=_float(logs.get("grad_norm")),
-                    tokens_per_s=round(tokens_per_s, 1), elapsed_s=round(elapsed, 2))
+                    tokens_per_s=round(tokens_per_s, 1), elapsed_s=round(elapsed, 2), **extra)
         self.emit("progress", f"step {state.global_step}/{self.max_steps}", step=state.global_step,
                   max_steps=self.max_steps, elapsed_s=round(elapsed, 1), eta_s=None if eta is None else round(eta, 1),
                   loss=loss)
@@ -181,9 +198,58 @@ def latest_checkpoint(run_dir: Path) -> str | None:
     return None
 
 
+class CommHookCallback(TrainerCallback):
+    """Registers a DDP communication hook on the DDP-wrapped model once the Trainer has wrapped it."""
+
+    def __init__(self, trainer_ref: list, state, hook, emit):
+        self.trainer_ref, self.state, self.hook, self.emit = trainer_ref, state, hook, emit
+        self.registered = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = self.trainer_ref[0].model_wrapped
+        if isinstance(wrapped, DistributedDataParallel):
+            wrapped.register_comm_hook(self.state, self.hook)
+            self.registered = True
+        else:
+            self.emit("warning", "the gradient communication hook was not used: training runs in one process, so "
+                                 "there is no gradient exchange to compress")
+        return control
+
+
+def build_trainer(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int, output_dir: Path,
+                  precision: str, studio_callback: StudioCallback, parts: TrainerParts | None = None,
+                  resuming: bool = False) -> Trainer:
+    """The one place the Trainer is built: the run's arguments, data, the studio's callback, and the `parts`
+    later features attach (callbacks, collator, wrappers, DDP communication hook)."""
+    parts = parts or TrainerParts()
+    callbacks: list[Any] = [studio_callback, *training_callbacks(cfg.method), *parts.callbacks]
+    if cfg.training.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
+    trainer_ref: list = []
+    if parts.comm_hook is not None:
+        callbacks.append(CommHookCallback(trainer_ref, *parts.comm_hook, studio_callback.emit))
+    if cfg.training.gradient_checkpointing:
+        peft_model.enable_input_require_grads()
+    trainer = Trainer(
+        model=peft_model, args=training_arguments(cfg, output_dir, precision, resuming=resuming),
+        data_collator=parts.collator or Collator(pad_id), train_dataset=TokenizedDataset(train_examples),
+        eval_dataset=TokenizedDataset(val_examples[: cfg.training.eval_rows]), callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # progress goes to the run dir and the CLI's own display
+    for wrap in parts.wrap:
+        trainer = wrap(trainer)
+    trainer_ref.append(trainer)
+    return trainer
+
+
 def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int, run_dir: Path, precision: str,
-          emit, metric, cancel: threading.Event) -> TrainOutcome:
-    """Run (or resume, when `run_dir` holds a checkpoint) the configured training; returns what happened."""
+          emit, metric, cancel, parts: TrainerParts | None = None) -> TrainOutcome:
+    """Run (or resume, when `run_dir` holds a checkpoint) the configured training; returns what happened.
+
+    `cancel` is anything with `is_set()` (a `studio_core.context.CancelSignal` in a run), checked every step.
+    """
     resume_from = latest_checkpoint(run_dir)
     start_step = int(Path(resume_from).name.split("-")[-1]) if resume_from else 0
     if resume_from and start_step >= cfg.training.max_steps:
@@ -192,19 +258,10 @@ def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int,
         return finished_outcome(cfg, peft_model, resume_from)
     if resume_from:
         emit("resumed", f"resuming from {Path(resume_from).name}", step=start_step)
-    callback = StudioCallback(emit, metric, cancel, cfg.training.max_steps, start_step)
-    callbacks: list[Any] = [callback]
-    callbacks += training_callbacks(cfg.method)
-    if cfg.training.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
-    if cfg.training.gradient_checkpointing:
-        peft_model.enable_input_require_grads()
-    trainer = Trainer(
-        model=peft_model, args=training_arguments(cfg, run_dir / CHECKPOINTS, precision, resuming=bool(resume_from)),
-        data_collator=Collator(pad_id), train_dataset=TokenizedDataset(train_examples),
-        eval_dataset=TokenizedDataset(val_examples[: cfg.training.eval_rows]), callbacks=callbacks,
-    )
-    trainer.remove_callback(PrinterCallback)  # progress goes to the run dir and the CLI's own display
+    parts = parts or TrainerParts()
+    callback = StudioCallback(emit, metric, cancel, cfg.training.max_steps, start_step, parts.metric_fields)
+    trainer = build_trainer(cfg, peft_model, train_examples, val_examples, pad_id, run_dir / CHECKPOINTS, precision,
+                            callback, parts, resuming=bool(resume_from))
     trainer.train(resume_from_checkpoint=resume_from)
     state = trainer.state
     return TrainOutcome(
