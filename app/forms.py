@@ -310,6 +310,9 @@ def _columns(path, key, label, help_text, annotation, disabled, targets):
                "your column": st.column_config.TextColumn("your column", required=True)}
     _table(path, key, label, help_text + "\n\nOne row per field your file names differently.", disabled, rows,
            columns, _rows_to_columns)
+    if not rows:
+        st.caption("Empty: the studio reads the usual column names. Add a row where yours differ, e.g. field "
+                   "`instruction`, your column `question`.")
 
 
 def _rows_to_columns(rows: list[dict]) -> dict[str, str]:

@@ -39,10 +39,14 @@ def run_plan(config: RunConfig) -> list[str]:
 
 
 def render_run(run_id: str, key: str, live: bool = True) -> None:
-    """The monitor of `run_id`; `key` keeps widget keys unique per page."""
-    if live:
+    """The monitor of `run_id`; `key` keeps widget keys unique per page. A queued or running run refreshes every
+    second; once it ends the page is drawn once more and then holds still (a download needs a page that does not
+    redraw under it)."""
+    if live and activity.run_state(run_id) in ACTIVE:
         @st.fragment(run_every=1.0)
         def refreshing() -> None:
+            if activity.run_state(run_id) not in ACTIVE:
+                st.rerun()  # the whole page: its outcome, downloads and next steps, drawn once
             _render(run_id, key)
 
         refreshing()
@@ -107,6 +111,14 @@ def _now(status: dict, events: list[dict]) -> None:
         st.progress(min(1.0, last["step"] / last["max_steps"]), text=text)
         if last["step"] >= last["max_steps"]:
             st.caption("Training steps done: saving the adapter, checking it reloads, merging it.")
+        return
+    answered = [e for e in events if e["type"] == "eval_progress"]
+    if stage.name == "evaluation" and answered and started and answered[-1]["time"] >= started[-1]["time"]:
+        last = answered[-1]
+        side = "base model" if last["done"] <= last["total"] // 2 else "tuned model"
+        st.progress(min(1.0, last["done"] / max(1, last["total"])),
+                    text=f"Step {stage.number}, {stage.title}: {last['done']}/{last['total']} answers ({side} answering "
+                         "the held-out prompts; base first, then tuned)")
         return
     doing = {"evaluation": "base and tuned answer the held-out prompts and score the validation rows",
              "preflight": "measuring memory and a micro-run of real training steps",

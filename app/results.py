@@ -117,9 +117,16 @@ def preflight_checklist(report: dict[str, Any]) -> None:
         flagged = [m for m in report["errors"] + report["warnings"] if marker in m]
         mark = "✗" if any(m in report["errors"] for m in flagged) else "⚠" if flagged else "✓"
         rows.append({"check": f"{mark} {title}", "result": _check_text(key, report[key])})
-    st.dataframe(rows, hide_index=True, width="stretch")
+    st.table(_indexed(rows, "check"))
     if report.get("simulated"):
         st.caption("Simulation: memory and time were measured on the tiny stand-in model, not the real one.")
+
+
+def _indexed(rows: list[dict], column: str):
+    """Rows as a table whose row labels are `column` (no 0, 1, 2 index)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows).set_index(column)
 
 
 def _check_text(key: str, value: Any) -> str:
@@ -239,8 +246,7 @@ def evaluation(report: dict[str, Any], run) -> None:
     rows = [("validation loss", b["val_loss"], t["val_loss"]), ("validation perplexity", b["val_ppl"], t["val_ppl"]),
             (name.replace("_", " "), b["task"]["value"], t["task"]["value"])]
     rows += [(m.replace("_", " "), b["generation"][m], t["generation"][m]) for m in b.get("generation", {})]
-    st.dataframe([{"metric": m, "base": round(x, 4), "tuned": round(y, 4), "change": round(y - x, 4)}
-                  for m, x, y in rows], hide_index=True, width="stretch", key=f"eval-table-{run.run_id}")
+    st.table([{"metric": m, "base": f"{x:.4f}", "tuned": f"{y:.4f}", "change": f"{y - x:+.4f}"} for m, x, y in rows])
     answers = [a for a in _jsonl(run.artifacts / "eval" / "answers.jsonl") if a.get("reference")]
     if name == "verdict_accuracy" and answers:
         _verdicts(answers)
@@ -277,7 +283,7 @@ def _verdicts(answers: list[dict]) -> None:
         table = [{"expected": r, **{(p or "no verdict"): sum(1 for x, y in zip(refs, predicted) if x == r and y == p)
                                     for p in labels}} for r in labels[:2]]
         column.markdown(f"Confusion matrix, **{side}** (rows: expected, columns: answered)")
-        column.dataframe(table, hide_index=True, key=f"confusion-{side}")
+        column.table(_indexed(table, "expected"))
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -424,7 +424,9 @@ def evaluation(ctx: RunContext) -> None:
 
     cfg = ctx.config
     report, answers = run_evaluation(trained_model(ctx), tokenizer(ctx), prepared_data(ctx), cfg,
-                                     run_precision(ctx), metrics=ctx.run.metrics())
+                                     run_precision(ctx), metrics=ctx.run.metrics(),
+                                     progress=lambda done, total: ctx.emit("eval_progress", f"{done}/{total} answers",
+                                                                           done=done, total=total))
     report["simulated"] = ctx.simulated
     ctx.write_artifact("eval/metrics.json", report)
     out = ctx.artifact_dir("eval")
