@@ -30,7 +30,7 @@ ESSENTIAL = {
                  "save_steps"),
     "evaluation": ("task_rows", "samples", "prompts", "test_path"),
 }
-WIDE = ("modules", "tuple", "shapes", "columns", "lines")  # drawn across the page, not in a column
+WIDE = ("modules", "tuple", "shapes", "columns", "lines")  # drawn across the page  # drawn across the page, not in a column
 FLOAT_AS_TEXT = {"training.learning_rate", "method.eps", "export.parity_tolerance"}  # 5e-4 reads better typed
 
 
@@ -303,27 +303,31 @@ def apply_edits(rows: list[dict], edits: dict) -> list[dict]:
 
 
 def _columns(path, key, label, help_text, annotation, disabled, targets):
-    from studio_core.data.schemas import CANONICAL_FIELDS
+    """The column mapping as a small table: one box per field the row layout uses, holding your column's name."""
+    from studio_core.data.schemas import CANONICAL_FIELDS, REQUIRED_FIELDS
 
-    rows = [{"field": k, "your column": v} for k, v in get_value(path).items()]
-    columns = {"field": st.column_config.SelectboxColumn("field", options=list(CANONICAL_FIELDS), required=True),
-               "your column": st.column_config.TextColumn("your column", required=True)}
-    _table(path, key, label, help_text + "\n\nOne row per field your file names differently.", disabled, rows,
-           columns, _rows_to_columns)
-    if not rows:
-        st.caption("Empty: the studio reads the usual column names. Add a row where yours differ, e.g. field "
-                   "`instruction`, your column `question`.")
+    mapping = get_value(path)
+    layout = get_value("data.row_schema")
+    fields = list(CANONICAL_FIELDS) if layout == "auto" else [
+        f for f in CANONICAL_FIELDS if f in REQUIRED_FIELDS.get(layout, ()) or f in (("input", "system") if layout == "alpaca" else ("system",))]
+    fields += [f for f in mapping if f not in fields]  # a mapped field the layout does not use stays visible
+    st.markdown(f"**{label}**", help=help_text + "\n\nLeave a box empty where your file uses that name already.")
+    cells = st.columns(4)
+    for i, field in enumerate(fields):
+        cell_key = f"{key}.{field}"
+        _seed(cell_key, mapping.get(field, ""))
+        cells[i % 4].text_input(f"{field}: my column", key=cell_key, disabled=disabled, placeholder=field,
+                                on_change=_commit_column, args=(path, cell_key, field))
 
 
-def _rows_to_columns(rows: list[dict]) -> dict[str, str]:
-    mapping = {}
-    for row in rows:
-        field, column = row.get("field"), (row.get("your column") or "").strip()
-        if field and column:
-            if field in mapping:
-                raise ValueError(f"'{field}' is mapped twice; keep one row per field")
-            mapping[field] = column
-    return mapping
+def _commit_column(path: str, key: str, field: str) -> None:
+    mapping = dict(get_value(path))
+    column = st.session_state[key].strip()
+    if column:
+        mapping[field] = column
+    else:
+        mapping.pop(field, None)
+    set_value(path, mapping)
 
 
 def _shapes(path, key, label, help_text, annotation, disabled, targets):

@@ -17,7 +17,7 @@ LABELS = {
     "data.demo_rows": "Demo dataset rows",
     "model.ref": "Base model",
     "model.revision": "Hub revision",
-    "preflight.enabled": "Run the pre-flight check",
+    "preflight.enabled": "Check before every run",
     "preflight.micro_run_steps": "Measured training steps (time estimate)",
     "preflight.memory_headroom": "Share of free memory the run may use",
     "method.enabled": "Build the adapter",

@@ -131,4 +131,7 @@ def preview_button(label: str, key: str, spinner: str, compute, help: str | None
                     st.session_state[f"{key}:result"] = compute(config)
                 except StudioError as e:
                     st.error(str(e))
+                    if "data.columns" in str(e):
+                        st.info("In the studio: write your column's name in the Column mapping boxes above, e.g. "
+                                "`question` under instruction and `answer` under output.")
     return st.session_state.get(f"{key}:result")

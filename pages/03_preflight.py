@@ -22,6 +22,8 @@ def _run_checks() -> None:
     st.session_state[CHECK_KEY] = run_id
     if mine:  # the checks do not replace the session's training run
         st.session_state[RUN_KEY] = mine
+    else:
+        st.session_state.pop(RUN_KEY, None)
 
 
 step_page(3)
