@@ -140,10 +140,20 @@ def _outcome(run, status: dict, events: list[dict], key: str) -> None:
         _completed(run)
     elif state == "failed":
         failed = [s for s in STAGES if (status["stages"].get(s.name) or {}).get("state") == "failed"]
+        error = status.get("error") or "no message recorded"
+        if failed:
+            error = error.removeprefix(f"step {failed[0].number} ({failed[0].title}) failed: ")
         where = f"Step {failed[0].number}, {failed[0].title}, failed" if failed else "The run failed"
-        st.error(f"{where}: {status.get('error') or 'no message recorded'}")
-        st.caption("The message says what to change; fix it on the step's page and start again, or Resume to "
-                   "retry from the last checkpoint.")
+        st.error(f"{where}: {error}")
+        st.caption("The message says what to change. Open the run's settings in the wizard, fix them and Start "
+                   "again; Resume retries this run as it is, from its last checkpoint (for a failure that was not "
+                   "in the settings).")
+        if failed and st.button(f"Open its settings on step {failed[0].number}", key=f"{key}-fix", type="primary"):
+            from app.session import replace_config
+            from app.steps import step_file
+
+            replace_config(run.config_data())
+            st.switch_page(str(step_file(failed[0].number)))
         _log(run, events)
     elif state == "cancelled":
         asked = [e for e in events if e["type"] in ("cancel_requested", "run_cancelled") and e.get("requested_by")]
@@ -214,7 +224,8 @@ def _cancel_control(run_id: str, state: str, key: str) -> None:
 
 
 def _resume_control(run, state: str, key: str) -> None:
-    if state in ("interrupted", "cancelled", "failed") and st.button("Resume", key=f"{key}-resume", type="primary"):
+    if state in ("interrupted", "cancelled", "failed") and st.button("Resume", key=f"{key}-resume",
+                                                                     type="secondary" if state == "failed" else "primary"):
         run_id = activity.submit(validate_config(run.config_data()), resume=run.run_id)
         st.session_state.setdefault(STARTED_KEY, set()).add(run_id)
         st.rerun()

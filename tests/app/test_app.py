@@ -369,3 +369,19 @@ def test_the_data_reports_quality_section_is_shown_when_present(studio_env: Path
     at = _page(_run(MAIN), "01_data_resolve.py")
     assert any("`near_duplicates`: 3 rows repeat another's prompt (3 rows)" in w.value for w in at.warning)
     assert any("`empty_answer`: answers are empty (1 rows)" in e.value for e in at.error)
+
+
+def test_a_failed_run_names_its_stage_and_its_settings_open_in_the_wizard(studio_env: Path) -> None:
+    config = validate_config({"name": "broken", "data": {"demo_rows": 100, "max_length": 256},
+                              "model": {"ref": "tiny-random:llama"}, "method": {"target_modules": ["nope_proj"]},
+                              "preflight": {"micro_run_steps": 0}})
+    with pytest.raises(workflow.StageFailed):
+        workflow.run(config)
+    at = _page(_run(MAIN), "runs.py")
+    assert any(e.value.startswith("Step 3, Pre-flight Check, failed: no-go") and "nope_proj not found" in e.value
+               for e in at.error)
+    at.button(key="runs-fix").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["3. Pre-flight Check"]
+    assert at.session_state["run_config"]["method"]["target_modules"] == ["nope_proj"]
+    assert at.session_state["run_config"]["name"] == "broken"
