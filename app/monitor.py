@@ -77,6 +77,7 @@ def _render(run_id: str, key: str) -> None:
             st.markdown("\n".join(f"- {line}" for line in run_plan(config)))
         if state == "running":
             _now(status, events)
+            _process(run)
     else:
         _outcome(run, status, events, key)
     for warning in _unique(e["message"] for e in events if e["type"] == "warning"):
@@ -132,6 +133,21 @@ def _now(status: dict, events: list[dict]) -> None:
         seconds = (datetime.now(timezone.utc) - datetime.fromisoformat(started[-1]["time"])).total_seconds()
         since = f" ({seconds:.0f} s so far)"
     st.info(f"Now: step {stage.number}, {stage.title}: {doing}{since}.")
+
+
+def _process(run) -> None:
+    """The run's process as its supervisor last sampled it (pid, CPU, memory, GPU where measured)."""
+    from studio_core.jobs import RESOURCES_FILE
+    from studio_core.runs import read_jsonl
+
+    samples = read_jsonl(run.path / RESOURCES_FILE)
+    if not samples:
+        return
+    last, peak = samples[-1], run.job_record().get("peaks", {})
+    gpu = f", GPU {last['gpu_memory_mb']:.0f} MB" if last.get("gpu_memory_mb") is not None else ""
+    top = f" (peak {peak['peak_rss_mb']:.0f} MB)" if peak.get("peak_rss_mb") is not None else ""
+    st.caption(f"Process {last.get('pid', '?')}: CPU {last.get('cpu_percent') or 0:.0f}%, memory "
+               f"{last.get('rss_mb') or 0:.0f} MB{top}{gpu}.")
 
 
 def _outcome(run, status: dict, events: list[dict], key: str) -> None:

@@ -73,7 +73,8 @@ def step_state(number: int, config: dict, problems, last_status: dict | None) ->
     last = ""
     if last_status:
         last = (last_status.get("stages", {}).get(stage(number).name) or {}).get("state", "")
-    return state, {"completed": "done", "pending": ""}.get(last, last)
+    finished = (last_status or {}).get("state") in ("completed", "failed", "cancelled", "interrupted")
+    return state, {"completed": "done", "pending": "not reached" if finished else ""}.get(last, last)
 
 
 def step_header(number: int) -> None:

@@ -60,7 +60,7 @@ rows = []
 for s in STAGES:
     state, done = step_state(s.number, data, found, last_status)
     rows.append({"step": step_title(s.number), "now": state, "in the last run": done or "-"})
-st.dataframe(rows, hide_index=True, width="stretch")
+st.dataframe(rows, hide_index=True, width="stretch", height=35 * (len(rows) + 1) + 3)  # all twelve, no scrolling
 if last is not None:
     st.caption(f"Last run: `{last.run_id}` ({last_status['state']}). Every run is on the Runs page.")
 st.page_link(str(step_file(1)), label="Begin: 1. Data Resolve →")
