@@ -68,6 +68,9 @@ def _render(run_id: str, key: str) -> None:
     state = status["state"]
     sim = " (simulation)" if status.get("simulated") else ""
     st.subheader(f"{run_id}{sim}: {state}")
+    by = (status.get("queued") or {}).get("requested_by")
+    if by:
+        st.caption("Started from this browser." if by == browser_session() else f"Started from another browser ({by}).")
     if state == "queued":
         queue = activity.queued_ids()
         place = f"place {queue.index(run_id) + 1} in the queue" if run_id in queue else "about to start"
@@ -226,7 +229,9 @@ def _cancel_control(run_id: str, state: str, key: str) -> None:
             st.session_state[asking] = True
             st.rerun(scope="fragment")
         return
-    mine = run_id in st.session_state.get(STARTED_KEY, set())
+    run = activity._get(run_id)  # noqa: SLF001
+    asked_by = (run.read_status().get("queued") or {}).get("requested_by") if run else None
+    mine = run_id in st.session_state.get(STARTED_KEY, set()) or asked_by == browser_session()
     who = "" if mine else " It was started from another browser: its owner will see it cancelled."
     st.warning(f"Cancel {run_id}?{who} It stops at the next step boundary and can be resumed.")
     yes, no = st.columns(2)

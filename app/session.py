@@ -82,8 +82,9 @@ def validated_config() -> RunConfig | None:
 
 
 def browser_session() -> str:
-    """A stable id for this browser session: who asked, in a run's events (e.g. a cancel)."""
-    return st.session_state.setdefault(BROWSER_KEY, f"browser-{uuid.uuid4().hex[:12]}")
+    """A stable id for this browser: who asked, in a run's events (a start, a cancel). It is the draft's id, so a
+    reload of the same URL is the same browser."""
+    return st.session_state.setdefault(BROWSER_KEY, f"browser-{_draft_id()}")
 
 
 def _draft_path(draft_id: str):
