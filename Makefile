@@ -27,8 +27,9 @@ browser:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium not installed (needs root and apt): the browser tests will be skipped"
 
+# make studio STUDIO_ARGS="--share --data-root /data" to share it on the LAN (see README).
 studio: setup
-	$(VENV)/bin/streamlit run app/main.py
+	$(PY) -m studio_core.cli studio $(STUDIO_ARGS)
 
 test: setup
 	$(PY) -m pytest

@@ -16,9 +16,11 @@ from studio_core.errors import StudioError
 from studio_core.runs import RunDir, RunStore
 
 
-def submit(config: RunConfig, resume: str | None = None) -> str:
-    """Queue a run (or resume one) for this browser session; it becomes the session's current run."""
-    job = jobs.JOBS.submit(config, resume=resume, requested_by=browser_session())
+def submit(config: RunConfig, resume: str | None = None, secrets: dict[str, str] | None = None) -> str:
+    """Queue a run (or resume one) for this browser session; it becomes the session's current run. `secrets` go to
+    the run's process only (a signing passphrase in a shared studio)."""
+    extra = {"secrets": secrets} if secrets else {}
+    job = jobs.JOBS.submit(config, resume=resume, requested_by=browser_session(), **extra)
     st.session_state[RUN_KEY] = job.run_id
     return job.run_id
 

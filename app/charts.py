@@ -38,3 +38,21 @@ def histogram_chart(histogram: dict, title: str) -> go.Figure:
     figure.update_layout(title=title, xaxis_title="tokens", yaxis_title="rows", height=300,
                          margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return figure
+
+
+def resource_chart(samples: list[dict]) -> go.Figure:
+    """The job's CPU % and resident memory over time (GPU memory too where it was measured), from resources.jsonl."""
+    from datetime import datetime
+
+    times = [datetime.fromisoformat(s["time"]) for s in samples]
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=times, y=[s.get("rss_mb") for s in samples], mode="lines", name="memory (MB)"))
+    if any(s.get("gpu_memory_mb") is not None for s in samples):
+        figure.add_trace(go.Scatter(x=times, y=[s.get("gpu_memory_mb") for s in samples], mode="lines",
+                                    name="GPU memory (MB)"))
+    figure.add_trace(go.Scatter(x=times, y=[s.get("cpu_percent") for s in samples], mode="lines", name="CPU %",
+                                yaxis="y2"))
+    figure.update_layout(title="Resources of the run's process", height=260, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                         yaxis={"title": "MB"}, yaxis2={"title": "CPU %", "overlaying": "y", "side": "right"},
+                         legend={"orientation": "h"})
+    return figure

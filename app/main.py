@@ -1,4 +1,5 @@
-"""PEFT Studio: `streamlit run app/main.py`. Home, the wizard's twelve steps in order, then Runs and Hardware."""
+"""PEFT Studio: `peft-studio studio` (or `make studio`). Home, the wizard's twelve steps in order, then Runs and
+Hardware."""
 
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ if str(ROOT) not in sys.path:  # the pages import the shared UI pieces as `app.*
 
 import streamlit as st  # noqa: E402
 
+from app.access import guard  # noqa: E402
 from app.session import keep_draft  # noqa: E402
 from app.sidebar import render_sidebar  # noqa: E402
 from app.steps import step_title  # noqa: E402
@@ -17,17 +19,14 @@ from studio_core.jobs import JOBS  # noqa: E402
 PAGES = ROOT / "pages"
 
 st.set_page_config(page_title="PEFT Studio", layout="wide")
-if st.get_option("runner.postScriptGC"):  # the project's .streamlit/config.toml was not read
-    st.warning("The studio was started outside its project folder, so `.streamlit/config.toml` was not read. Every "
-               "refresh of a live view then runs a full garbage collection, and training in the studio runs many "
-               "times slower. Start it with `make studio`, or run `streamlit run app/main.py` from the project folder.")
+JOBS.supervisor()  # the queue's worker: started once per studio process, it runs each run in a child process
+guard()  # before any page: the shared studio's token gate; a warning if server settings are missing
 steps = sorted(PAGES.glob("[0-9][0-9]_*.py"))
 navigation = st.navigation({
     "Start": [st.Page(str(PAGES / "home.py"), title="Home", default=True)],
     "Wizard": [st.Page(str(p), title=step_title(int(p.name[:2]))) for p in steps],
     "Studio": [st.Page(str(PAGES / "runs.py"), title="Runs"), st.Page(str(PAGES / "hardware.py"), title="Hardware")],
 }, expanded=True)  # all twelve steps visible, no "view more"
-JOBS.supervisor()  # the queue's worker: started once per studio process, it runs each run in a child process
 keep_draft()  # callbacks have already written this rerun's edits to the config
 render_sidebar()
 navigation.run()

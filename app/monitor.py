@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import activity
-from app.charts import line_chart, loss_chart
+from app.charts import line_chart, loss_chart, resource_chart
 from app.session import RUN_KEY, browser_session
 from studio_core.config import RunConfig, validate_config
 from studio_core.errors import StudioError
@@ -80,7 +80,7 @@ def _render(run_id: str, key: str) -> None:
             st.markdown("\n".join(f"- {line}" for line in run_plan(config)))
         if state == "running":
             _now(status, events)
-            _process(run)
+
     else:
         _outcome(run, status, events, key)
     for warning in _unique(e["message"] for e in events if e["type"] == "warning"):
@@ -90,6 +90,7 @@ def _render(run_id: str, key: str) -> None:
         left, right = st.columns(2)
         left.plotly_chart(line_chart(metrics, "lr", "Learning rate"), key=f"{key}-lr")
         right.plotly_chart(line_chart(metrics, "tokens_per_s", "Tokens / s"), key=f"{key}-tps")
+    _resources(run, status, key)
     _cancel_control(run_id, state, key)
     _resume_control(run, state, key)
 
@@ -138,19 +139,20 @@ def _now(status: dict, events: list[dict]) -> None:
     st.info(f"Now: step {stage.number}, {stage.title}: {doing}{since}.")
 
 
-def _process(run) -> None:
-    """The run's process as its supervisor last sampled it (pid, CPU, memory, GPU where measured)."""
+def _resources(run, status: dict, key: str) -> None:
+    """The run's process as its supervisor sampled it: CPU % and memory over time, and the peaks."""
     from studio_core.jobs import RESOURCES_FILE
     from studio_core.runs import read_jsonl
 
     samples = read_jsonl(run.path / RESOURCES_FILE)
     if not samples:
         return
-    last, peak = samples[-1], run.job_record().get("peaks", {})
-    gpu = f", GPU {last['gpu_memory_mb']:.0f} MB" if last.get("gpu_memory_mb") is not None else ""
-    top = f" (peak {peak['peak_rss_mb']:.0f} MB)" if peak.get("peak_rss_mb") is not None else ""
-    st.caption(f"Process {last.get('pid', '?')}: CPU {last.get('cpu_percent') or 0:.0f}%, memory "
-               f"{last.get('rss_mb') or 0:.0f} MB{top}{gpu}.")
+    st.plotly_chart(resource_chart(samples[-600:]), key=f"{key}-resources")
+    peaks = status.get("resources") or {}
+    parts = [f"peak memory {peaks['peak_rss_mb']:,.0f} MB" if peaks.get("peak_rss_mb") else None,
+             f"peak CPU {peaks['peak_cpu_percent']:.0f}%" if peaks.get("peak_cpu_percent") is not None else None,
+             f"peak GPU memory {peaks['peak_gpu_memory_mb']:,.0f} MB" if peaks.get("peak_gpu_memory_mb") else None]
+    st.caption(", ".join(p for p in parts if p) + " (sampled every 2 s by the studio; 100% = one core)")
 
 
 def _outcome(run, status: dict, events: list[dict], key: str) -> None:
@@ -252,9 +254,9 @@ def _resume_control(run, state: str, key: str) -> None:
         st.rerun()
 
 
-def start_run(config: RunConfig) -> str:
+def start_run(config: RunConfig, secrets: dict[str, str] | None = None) -> str:
     """Start `config` for this browser session and remember it started it."""
-    run_id = activity.submit(config)
+    run_id = activity.submit(config, secrets=secrets)
     st.session_state.setdefault(STARTED_KEY, set()).add(run_id)
     st.session_state[RUN_KEY] = run_id
     browser_session()

@@ -56,7 +56,7 @@ def preset_for(config: RunConfig, preset: str) -> dict[str, Any]:
 
 def fit_for(config: RunConfig) -> dict[str, Any]:
     """The config fitted to this machine's memory (unchanged where it fits), with the reasons."""
-    from studio_core.hardware.fit import fit_config, with_changes
+    from studio_core.train.fit import fit_config, with_changes
 
     fit = fit_config(config, studio_home())
     return {"config": with_changes(config, fit.changes).model_dump(mode="json"), "fits": fit.fits,

@@ -14,7 +14,8 @@ from typing import Any
 
 import streamlit as st
 
-from studio_core.config import RunConfig, parse_value, validate_config
+from studio_core.config import RunConfig, validate_config
+from studio_core.config_io import parse_value
 from studio_core.errors import ConfigError, Problem
 from studio_core.runs import atomic_write_text, studio_home
 
@@ -61,7 +62,9 @@ def replace_config(data: dict[str, Any]) -> None:
 
 
 def problems() -> list[Problem]:
-    """Every field and cross-field problem, the fields whose text does not parse, and stages not available yet."""
+    """Every field and cross-field problem, the fields whose text does not parse, the stages not available yet, and
+    (in a shared studio) typed paths outside the allowed roots."""
+    from studio_core.share import shared_studio_problems
     from studio_core.workflow import unavailable_problems
 
     typed = [Problem(path, error) for path, (_, error) in field_text().items()]
@@ -70,7 +73,8 @@ def problems() -> list[Problem]:
     if cached and cached[0] == fingerprint:  # validated once per change, not once per field drawn
         return typed + cached[1]
     try:
-        found = unavailable_problems(validate_config(config_data()))
+        config = validate_config(config_data())
+        found = unavailable_problems(config) + shared_studio_problems(config)  # paths outside the roots, when shared
     except ConfigError as e:
         found = e.problems
     st.session_state["_problems"] = (fingerprint, found)

@@ -8,6 +8,7 @@ import json
 import streamlit as st
 
 from app import activity
+from app.access import signing_secrets
 from app.forms import draw_field
 from app.monitor import start_run
 from app.session import RUN_KEY, cli_command, config_data, problems, replace_config, validated_config
@@ -34,10 +35,11 @@ def _start_button() -> None:
     if found:
         st.error(f"Start is blocked: {len(found)} setting(s) to fix.\n\n"
                  + "\n".join(f"- `{p.field}`: {p.message}" for p in found))
-    if st.button("Start", type="primary", disabled=bool(found), key="sidebar:start", width="stretch",
-                 help="Queue this config as a run and follow it on 6. Training Exec."):
+    secrets = signing_secrets(None if found else validated_config())  # a shared studio asks for the passphrase
+    if st.button("Start", type="primary", disabled=bool(found) or secrets is None, key="sidebar:start",
+                 width="stretch", help="Queue this config as a run and follow it on 6. Training Exec."):
         try:
-            start_run(validated_config())
+            start_run(validated_config(), secrets=secrets)
         except StudioError as e:
             st.error(str(e))
             return

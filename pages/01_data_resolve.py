@@ -9,7 +9,7 @@ from app.session import set_value
 from app.steps import preview_button, step_header, step_form, step_nav
 from studio_core.errors import StudioError
 from studio_core.runs import studio_home
-from studio_core.uploads import save_upload
+from studio_core.uploads import sanitise_filename, save_upload
 
 UPLOAD = "data:upload"
 
@@ -22,8 +22,10 @@ def _save_upload() -> None:
         path = save_upload(studio_home(), upload.name, upload.getvalue())
         set_value("data.path", str(path))
         set_value("data.file_format", "auto")
-        st.session_state["data:upload-result"] = ("success", f"Saved as `{path}`: the training data file below "
-                                                  "now points at it.")
+        wanted = sanitise_filename(upload.name)
+        renamed = f" ({wanted} was taken)" if path.name != wanted else ""
+        st.session_state["data:upload-result"] = ("success", f"Saved as `{path}`{renamed}: the training data file "
+                                                  "below now points at it.")
     except StudioError as e:
         st.session_state["data:upload-result"] = ("error", str(e))
 

@@ -93,12 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--channel", default="stable", help="Registry channel (default: stable).")
     promote.add_argument("--public-key", help="PEM file of trusted public keys (default: the home's keys).")
     promote.add_argument("--home", help=home_help)
+
+    studio = sub.add_parser("studio", help="Open the studio in the browser (this machine only, unless --share).")
+    studio.add_argument("--port", type=int, default=8501, help="Port (default: 8501).")
+    studio.add_argument("--share", action="store_true",
+                        help="Listen on every interface and require the access token printed (kept in the home, 0600).")
+    studio.add_argument("--data-root", dest="data_roots", action="append", default=[], metavar="DIR",
+                        help="With --share: a folder whose files typed paths may name, beside the home (repeatable).")
+    studio.add_argument("--new-token", action="store_true", help="With --share: replace the access token.")
+    studio.add_argument("--home", help=home_help)
     return parser
 
 
 def resolve_run_config(args: argparse.Namespace):
     """The RunConfig a `run` invocation means: file, then shortcut flags, then --set, then --simulate."""
-    from studio_core.config import apply_overrides, load_config, validate_config
+    from studio_core.config import validate_config
+    from studio_core.config_io import apply_overrides, load_config
 
     data: dict[str, Any] = load_config(args.config).model_dump() if args.config else {}
     shortcuts = {"data.path": args.data, "model.ref": args.model, "method.name": args.method}
@@ -207,7 +217,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         queued = run.read_status().get("queued", {})
         table.add_row(str(place), run.run_id, "queued" + (" (resume)" if queued.get("resume") else ""),
                       str(queued.get("at", "")), str(queued.get("requested_by") or ""))
-    Console().print(table)
+    _table_console().print(table)
     return 0
 
 
@@ -246,16 +256,31 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from studio_core.runs import RunStore
 
     store = RunStore(args.home)
+    runs = store.list()
     table = Table(title=f"runs in {store.root}")
-    for column in ("run", "state", "simulated", "stages done", "started"):
+    table.add_column("run", no_wrap=True, min_width=max((len(r.run_id) for r in runs), default=3))
+    for column in ("state", "simulated", "stages done", "started", "disk"):
         table.add_column(column)
-    for run_dir in store.list():
+    for run_dir in runs:
         status = run_dir.read_status()
         done = sum(1 for s in status.get("stages", {}).values() if s.get("state") == "completed")
         table.add_row(run_dir.run_id, status["state"], "yes" if status.get("simulated") else "",
-                      str(done), str(status.get("started_at", "")))
-    Console().print(table)
+                      str(done), str(status.get("started_at") or ""), _size(run_dir.disk_bytes()))
+    _table_console().print(table)
     return 0
+
+
+def _table_console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=200)  # piped: whole run ids, not 80 columns
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -407,8 +432,51 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    """Start Streamlit with every server option explicit (share.streamlit_options), whatever the working folder."""
+    import subprocess
+
+    from studio_core import share
+    from studio_core.runs import studio_home
+
+    if (args.data_roots or args.new_token) and not args.share:
+        raise InputError("--data-root and --new-token apply to a shared studio; add --share")
+    roots = [Path(r).expanduser().resolve() for r in args.data_roots]
+    for given, root in zip(args.data_roots, roots):
+        if not root.is_dir():
+            raise InputError(f"--data-root {given}: no such folder")
+    home = studio_home(args.home)
+    if args.share:
+        token = share.ensure_token(home, renew=args.new_token)
+        where = escape(str(share.token_path(home)))
+        err.print(f"[bold]shared studio[/]: anyone with this URL can use it (token in {where}):")
+        for host in _lan_hosts():
+            print(f"http://{host}:{args.port}/?token={token}", flush=True)
+    else:
+        print(f"http://127.0.0.1:{args.port}/", flush=True)
+    proc = subprocess.Popen(share.streamlit_command(args.port, args.share),
+                            env=share.studio_environment(home, args.share, roots))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Streamlit got the same Ctrl-C; let it shut down
+        return proc.wait()
+
+
+def _lan_hosts() -> list[str]:
+    """This machine's name and its IPv4 addresses on its network interfaces (loopback left out)."""
+    import socket
+
+    import psutil
+
+    hosts = [socket.gethostname()]
+    for addresses in psutil.net_if_addrs().values():  # read from the interfaces: no packet is sent anywhere
+        hosts += [a.address for a in addresses if a.family == socket.AF_INET and not a.address.startswith("127.")]
+    return list(dict.fromkeys(hosts))
+
+
 COMMANDS = {"methods": cmd_methods, "run": cmd_run, "queue": cmd_queue, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
             "verify": cmd_verify, "promote": cmd_promote}
+COMMANDS["studio"] = cmd_studio
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,16 +7,15 @@ problem and raise one `ConfigError` naming each field path and its fix.
 from __future__ import annotations
 
 import difflib
-import json
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from studio_core.errors import ConfigError, Problem
 
 EMBEDDED_MODEL_REF = "embedded:smollm2-135m-instruct"
 DEMO_DATA_REF = "demo:legal-audit"
+DEFAULT_SAVE_STEPS = 20
 
 
 class Section(BaseModel):
@@ -29,21 +28,31 @@ class DataConfig(Section):
     enabled: bool = Field(True, description="Run step 1, Data Resolve.")
     path: str = Field(
         DEMO_DATA_REF,
-        description="Training data: a local .jsonl/.json/.csv/.parquet file, or 'demo:legal-audit' for the "
-        "built-in synthetic legal-audit dataset.",
+        description="Training data: a local .jsonl/.json/.csv/.parquet file, a local Hugging Face dataset folder "
+        "(datasets' save_to_disk, or Parquet shards laid out like a Hub dataset repo: its train split is read), "
+        "'hf:<org>/<name>' (a Hub dataset, from the local cache first; offline with HF_HUB_OFFLINE=1), or "
+        "'demo:legal-audit' for the built-in synthetic legal-audit dataset.",
     )
-    file_format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field(
-        "auto", description="File format; 'auto' decides from the file extension."
+    file_format: Literal["auto", "jsonl", "json", "csv", "parquet", "arrow"] = Field(
+        "auto", description="File format; 'auto' decides from the file extension (or the folder's files)."
     )
-    row_schema: Literal["auto", "alpaca", "prompt_completion", "messages", "sharegpt"] = Field(
+    row_schema: Literal["auto", "alpaca", "prompt_completion", "messages", "sharegpt", "text"] = Field(
         "auto",
-        description="Row schema: alpaca (instruction/input/output), prompt_completion, messages "
-        "(OpenAI chat) or sharegpt (conversations with from/value); 'auto' detects it.",
+        description="Row schema: alpaca (instruction/input/output, optional system and history), "
+        "prompt_completion, messages (OpenAI chat, with tools and tool_calls), sharegpt (conversations with "
+        "from/value, incl. function_call/observation and a tools field) or text (raw text for continued "
+        "pre-training: every token trained, short rows packed up to max_length); 'auto' detects it, and "
+        "maps common column names (prompt/response, question/answer, query, system_prompt, context).",
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
         description='Map canonical field names to your column names, e.g. {"instruction": "question", '
-        '"output": "answer"}.',
+        '"output": "answer"}; empty: detected from the column names and reported.',
+    )
+    train_on: Literal["all_assistant", "last_assistant"] = Field(
+        "all_assistant",
+        description="Which assistant turns carry the loss: every one (all_assistant) or only each "
+        "conversation's last (last_assistant). Tool calls are assistant turns; tool replies never carry loss.",
     )
     on_bad_rows: Literal["fail", "skip"] = Field(
         "fail", description="What to do with invalid rows: fail the run (listing them) or skip and report them."
@@ -56,7 +65,8 @@ class DataConfig(Section):
     )
     split_seed: int = Field(42, description="Seed of the deterministic train/validation split.")
     max_length: int = Field(
-        512, ge=16, le=131072, description="Maximum tokens per example; longer examples are truncated."
+        512, ge=16, le=131072, description="Maximum tokens per example; longer examples are truncated (the "
+        "data report's quality section lists them and the tokens lost); text rows are packed up to it."
     )
     demo_rows: int = Field(2400, ge=100, description="Number of rows generated for 'demo:legal-audit'.")
 
@@ -329,7 +339,8 @@ class TrainingConfig(Section):
         32, ge=1, description="Validation rows used by the periodic evaluation during training (keeps it quick)."
     )
     save_steps: int = Field(
-        20, ge=1, description="Save a resumable checkpoint every N steps (a multiple of eval_steps)."
+        DEFAULT_SAVE_STEPS, ge=1, description="Save a resumable checkpoint every N steps (a multiple of eval_steps; "
+        f"when unset, the first multiple of eval_steps from {DEFAULT_SAVE_STEPS})."
     )
     early_stopping_patience: int = Field(
         3, ge=0, description="Stop after this many evaluations without a better validation loss; 0 turns it off. "
@@ -341,6 +352,20 @@ class TrainingConfig(Section):
         description="Training backend: 'auto' uses unsloth (fused kernels) for lora/qlora where it is installed "
         "and a CUDA GPU is visible, else transformers+peft; the run records which ran and why.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_save_steps(cls, data: Any) -> Any:
+        """Checkpoints fall on evaluation steps: with only eval_steps given, save_steps follows it."""
+        if isinstance(data, dict) and "save_steps" not in data and isinstance(data.get("eval_steps"), int):
+            data = {**data, "save_steps": checkpoint_interval(data["eval_steps"])}
+        return data
+
+
+def checkpoint_interval(eval_steps: int) -> int:
+    """The first multiple of `eval_steps` from DEFAULT_SAVE_STEPS: the checkpoint interval when only eval is set."""
+    return max(1, eval_steps) * -(-DEFAULT_SAVE_STEPS // max(1, eval_steps))
+
 
 
 def _stage_section(step: str, extra: str = "") -> Any:
@@ -517,7 +542,9 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem(
             "training.save_steps",
             f"{config.training.save_steps} is not a multiple of training.eval_steps={config.training.eval_steps}; "
-            "early stopping keeps the best evaluated checkpoint, so checkpoints must fall on evaluation steps",
+            "early stopping keeps the best evaluated checkpoint, so checkpoints must fall on evaluation steps; set "
+            f"training.save_steps={checkpoint_interval(config.training.eval_steps)} (or leave it unset to follow "
+            "eval_steps)",
         ))
     if config.data.val_path is not None and config.data.val_path == config.data.path:
         problems.append(Problem("data.val_path", "is the training file itself; point it at a separate file"))
@@ -540,7 +567,7 @@ def _problems_from_validation(error: ValidationError, prefix: str = "") -> list[
             ids = "/".join(get_args(tag.model_fields["name"].annotation))
             message = f"not a parameter of method {ids}; its parameters are: {params}"
         elif item["type"] == "extra_forbidden":
-            message = f"unknown key{_did_you_mean(path)}"
+            message = f"unknown key{did_you_mean(path)}"
         elif item["type"] == "invalid_method":
             path = f"{prefix}method.name"
         problems.append(Problem(path, message))
@@ -559,32 +586,6 @@ def validate_config(data: dict[str, Any]) -> RunConfig:
     return config
 
 
-def read_json_file(path: str | Path, what: str = "config") -> Any:
-    """A JSON file's data; a missing or malformed file is a ConfigError naming it (`what` says which file)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ConfigError(Problem(str(path), f"{what} file not found")) from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(Problem(str(path), f"not valid JSON: {e}")) from e
-
-
-def load_config(path: str | Path) -> RunConfig:
-    """Read a RunConfig from a JSON file; errors name the file."""
-    data = read_json_file(path)
-    if not isinstance(data, dict):
-        raise ConfigError(Problem(str(path), "must hold a JSON object with one key per section"))
-    return validate_config(data)
-
-
-def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write the config as indented JSON (atomically: write then rename)."""
-    from studio_core.runs import atomic_write_text
-
-    atomic_write_text(Path(path), config.model_dump_json(indent=2) + "\n")
-
-
 def all_field_paths(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
     """Every settable dotted path, e.g. 'training.max_steps'."""
     paths: list[str] = []
@@ -600,46 +601,9 @@ def all_field_paths(model: type[BaseModel] = RunConfig, prefix: str = "") -> lis
     return paths
 
 
-def _did_you_mean(path: str) -> str:
+def did_you_mean(path: str) -> str:
     close = difflib.get_close_matches(path, all_field_paths(), n=3, cutoff=0.5)
     return f"; did you mean {', '.join(close)}?" if close else ""
-
-
-def parse_value(text: str) -> Any:
-    """`--set` values parse as JSON where they can (true, 3, 0.1, ["q_proj"]), else they are strings."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """Apply `dotted.key=value` assignments to plain config data; unknown keys name the nearest valid ones."""
-    known = set(all_field_paths())
-    problems = []
-    # A new method starts from its own defaults (keeping enabled and target_modules); then its parameters apply.
-    names = [a.partition("=")[2].strip() for a in assignments if a.partition("=")[0].strip() == "method.name"]
-    if names and names[-1] in METHOD_IDS and names[-1] != data.get("method", {}).get("name", "lora"):
-        data["method"] = switch_method(data.get("method", {}), names[-1])
-    for assignment in assignments:
-        key, sep, raw = assignment.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            problems.append(Problem(assignment, "expected dotted.key=value, e.g. training.max_steps=50"))
-            continue
-        if key not in known:
-            problems.append(Problem(key, f"unknown key{_did_you_mean(key)}"))
-            continue
-        _set_path(data, key.split("."), parse_value(raw))
-    if problems:
-        raise ConfigError(problems)
-    return data
-
-
-def _set_path(data: dict[str, Any], parts: list[str], value: Any) -> None:
-    for part in parts[:-1]:
-        data = data.setdefault(part, {})
-    data[parts[-1]] = value
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """What the stages of one run share: the config, the run dir, the cancel signal, events and a cache.
 
-`RunContext.outputs` is a cache of what earlier stages built in this process (the tokenizer, the tokenized
-data, the PEFT model). Every stage that needs an earlier stage's result reads it through an accessor in
-`studio_core.stages` that falls back to the run dir on disk, so a stage can run in another process, or after
-a resume, without the objects the earlier stages left in memory.
+`RunContext.outputs` is a cache of what earlier stages built in this process (the resolved model, the
+tokenizer, the tokenized data, the PEFT model). A stage reads an earlier stage's result through an accessor
+here (`resolved_model`, `tokenizer`, `prepared_data`, `precision`; the tuned model through
+`studio_core.train.lifecycle.trained_model`) that falls back to the run dir on disk, so a stage can run in
+another process, or after a resume, without the objects the earlier stages left in memory.
 """
 
 from __future__ import annotations
@@ -94,3 +95,45 @@ class RunContext:
 
     def read_artifact(self, name: str) -> Any:
         return json.loads((self.run.artifacts / name).read_text(encoding="utf-8"))
+
+    # -- earlier stages' results: this process's cache, else the run dir
+
+    def resolved_model(self):
+        """The run's model reference, resolved once (data resolve needs its tokenizer, so it may come first)."""
+        from studio_core.models.resolve import resolve_model
+
+        if "model" not in self.outputs:
+            cfg = self.config.model
+            self.outputs["model"] = resolve_model(cfg.ref, self.model_cache, cfg.revision)
+        return self.outputs["model"]
+
+    def tokenizer(self):
+        from studio_core.models.resolve import load_tokenizer
+
+        if "tokenizer" not in self.outputs:
+            self.outputs["tokenizer"] = load_tokenizer(self.resolved_model())
+        return self.outputs["tokenizer"]
+
+    def prepared_data(self):
+        """Step 1's result: the normalised splits, their tokens and the report."""
+        from studio_core.data.prepare import PreparedData
+        from studio_core.data.tokenize import TokenizedExample
+        from studio_core.errors import StudioError
+        from studio_core.runs import read_jsonl
+
+        if "data" not in self.outputs:
+            folder = self.run.artifacts / "data"
+            if not (folder / "train.tokens.jsonl").is_file():
+                raise StudioError(f"no tokenized data in {folder}: step 1 (Data Resolve) has not completed in this run")
+            rows = {s: [r["messages"] for r in read_jsonl(folder / f"{s}.jsonl")] for s in ("train", "val")}
+            tokens = {s: [TokenizedExample(**t) for t in read_jsonl(folder / f"{s}.tokens.jsonl")]
+                      for s in ("train", "val")}
+            self.outputs["data"] = PreparedData(rows["train"], rows["val"], tokens["train"], tokens["val"],
+                                                self.read_artifact("data/report.json"))
+        return self.outputs["data"]
+
+    def precision(self) -> str:
+        """The compute precision Training Init chose (bf16, fp16 or fp32)."""
+        if "precision" not in self.outputs:
+            self.outputs["precision"] = self.read_artifact("training_init.json")["precision"]
+        return self.outputs["precision"]

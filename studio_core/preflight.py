@@ -1,8 +1,8 @@
 """Step 3, Pre-flight Check: one go/no-go report before any long run. Errors block; warnings do not.
 
 Checks: target modules exist, trainable parameters, memory estimate against what the hardware has,
-dtype support, token lengths against max length, rank sanity, and a time estimate from a measured
-micro-run of real training steps on the real data.
+dtype support, token lengths against max length, rank sanity, what the run will write against the free
+disk, and a time estimate from a measured micro-run of real training steps on the real data.
 """
 
 from __future__ import annotations
@@ -127,8 +127,8 @@ def check_parameters(report: PreflightReport, peft_model) -> int:
 
 def check_memory(report: PreflightReport, cfg: RunConfig, model, adapter_params: int, base_params: int,
                  precision: str, profile) -> None:
-    """The estimate against the budget; over it, the changes that would fit (`studio_core.hardware.fit`)."""
-    from studio_core.hardware.fit import device_kind, estimate_for, fit_to_memory, memory_budget
+    """The estimate against the budget; over it, the changes that would fit (`studio_core.train.fit`)."""
+    from studio_core.train.fit import device_kind, estimate_for, fit_to_memory, memory_budget
 
     available, budget, device = memory_budget(profile, cfg.preflight.memory_headroom)
     kind = device_kind(device)
@@ -146,6 +146,41 @@ def check_memory(report: PreflightReport, cfg: RunConfig, model, adapter_params:
             f"({cfg.preflight.memory_headroom:.0%} of {available / GIB:.2f} GiB free){advice} (the Training Init "
             "page's 'Fit to this machine' applies it)"
         )
+
+
+def check_disk(report: PreflightReport, cfg: RunConfig, run_path, base_params: int, adapter_params: int) -> None:
+    """What the run will write (checkpoints, adapter, merged model, exports, package) against the free disk.
+
+    Sizes in fp32, as the studio writes them: a checkpoint holds the adapter and AdamW's two moments; up to
+    `save_total_limit` checkpoints plus one being written; the merged model and the ONNX export are the whole
+    model; the compiled engine about the same (int8 less); the package copies the payload it signs.
+    """
+    import shutil
+
+    from studio_core.train.methods import get_method
+
+    t, fp32 = cfg.training, 4
+    adapter = adapter_params * fp32
+    kept = 2 if t.early_stopping_patience > 0 else 1
+    sizes = {"checkpoints": (kept + 1) * 3 * adapter, "adapter": adapter}
+    if get_method(cfg.method.name).mergeable:
+        sizes["merged"] = base_params * fp32
+        if cfg.export.enabled:
+            sizes["onnx"] = base_params * fp32
+            if cfg.compile.enabled:
+                sizes["engine"] = base_params * (fp32 // 2 if cfg.compile.int8 else fp32)
+    if cfg.package.enabled:
+        sizes["package"] = sum(v for k, v in sizes.items() if k != "checkpoints")
+    total = sum(sizes.values())
+    free = shutil.disk_usage(run_path).free
+    report.facts["disk"] = {"estimated_bytes": total, "free_bytes": free, "parts_bytes": sizes}
+    if total > free:
+        report.errors.append(f"the run will write about {total / GIB:.2f} GiB (checkpoints, merged model, exports) "
+                             f"but only {free / GIB:.2f} GiB is free where its run dir is ({run_path}); free space "
+                             "there, move the studio home (--home or PEFT_STUDIO_HOME), or turn off export/compile")
+    elif total > 0.8 * free:
+        report.warnings.append(f"the run will write about {total / GIB:.2f} GiB, over 80% of the {free / GIB:.2f} GiB "
+                               "free where its run dir is")
 
 
 def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: PreparedData, pad_id: int,

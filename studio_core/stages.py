@@ -3,10 +3,11 @@
 `workflow.STAGES` lists them in wizard order; the work itself lives in the concern packages (data/,
 models/, preflight.py, ...), so these stay short.
 
-What a stage needs from an earlier one it reads through an accessor here (`prepared_data`, `run_precision`,
-`trained_model`): from this process's cache when the earlier stage ran in it, else from the run dir, so a
-resumed run or another process can start at any stage after Training Exec. Training Init and Training Exec
-are the one pair that share a live object (the PEFT model being trained), so they run in one process.
+What a stage needs from an earlier one it reads through the run context's accessors (`ctx.prepared_data()`,
+`ctx.precision()`, `lifecycle.trained_model(ctx)`): from this process's cache when the earlier stage ran in it,
+else from the run dir, so a resumed run or another process can start at any stage after Training Exec. Training
+Init and Training Exec are the one pair that share a live object (the PEFT model being trained), so they run
+in one process. The model's lifecycle (load, build, save, reload check, merge) is `studio_core.train.lifecycle`.
 """
 
 from __future__ import annotations
@@ -15,81 +16,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from studio_core.train.lifecycle import (
+    build_peft_model,
+    build_with_unsloth,
+    load_training_model,
+    save_and_merge,
+    simulation_training,
+    trained_model,
+    training_backend,
+)
+
 if TYPE_CHECKING:
     from studio_core.context import RunContext
 
-
-def resolved_model(ctx: RunContext):
-    """The run's model reference, resolved once (data resolve needs its tokenizer, so it may come first)."""
-    from studio_core.models.resolve import resolve_model
-
-    if "model" not in ctx.outputs:
-        cfg = ctx.config.model
-        ctx.outputs["model"] = resolve_model(cfg.ref, ctx.model_cache, cfg.revision)
-    return ctx.outputs["model"]
-
-
-def tokenizer(ctx: RunContext):
-    from studio_core.models.resolve import load_tokenizer
-
-    if "tokenizer" not in ctx.outputs:
-        ctx.outputs["tokenizer"] = load_tokenizer(resolved_model(ctx))
-    return ctx.outputs["tokenizer"]
-
-
-def prepared_data(ctx: RunContext):
-    """Step 1's result: the normalised splits, their tokens and the report (from the run dir if not cached)."""
-    from studio_core.data.prepare import PreparedData
-    from studio_core.data.tokenize import TokenizedExample
-    from studio_core.runs import read_jsonl
-
-    if "data" not in ctx.outputs:
-        folder = ctx.run.artifacts / "data"
-        if not (folder / "train.tokens.jsonl").is_file():
-            from studio_core.errors import StudioError
-
-            raise StudioError(f"no tokenized data in {folder}: step 1 (Data Resolve) has not completed in this run")
-        rows = {s: [r["messages"] for r in read_jsonl(folder / f"{s}.jsonl")] for s in ("train", "val")}
-        tokens = {s: [TokenizedExample(**t) for t in read_jsonl(folder / f"{s}.tokens.jsonl")] for s in ("train", "val")}
-        ctx.outputs["data"] = PreparedData(rows["train"], rows["val"], tokens["train"], tokens["val"],
-                                           ctx.read_artifact("data/report.json"))
-    return ctx.outputs["data"]
-
-
-def run_precision(ctx: RunContext) -> str:
-    """The compute precision Training Init chose (bf16, fp16 or fp32)."""
-    if "precision" not in ctx.outputs:
-        ctx.outputs["precision"] = ctx.read_artifact("training_init.json")["precision"]
-    return ctx.outputs["precision"]
-
-
-def trained_model(ctx: RunContext):
-    """The tuned model for the stages after training: cached, else the saved adapter on a fresh base.
-
-    The saved adapter is what ships and what the reload check proved equal to the trained model, so evaluating
-    it after a resume measures the same function the run trained.
-    """
-    if "peft_model" not in ctx.outputs:
-        from peft import PeftModel
-
-        from studio_core.models.resolve import load_model
-        from studio_core.train.methods import get_method
-
-        adapter = ctx.run.artifacts / "adapter"
-        if not (adapter / "adapter_config.json").is_file():
-            from studio_core.errors import StudioError
-
-            raise StudioError(f"no adapter in {adapter}: step 6 (Training Exec) has not completed in this run")
-        precision = run_precision(ctx)
-        if ctx.simulated:
-            from transformers import AutoModelForCausalLM
-
-            base = AutoModelForCausalLM.from_pretrained(ctx.run.artifacts / "simulation-base", use_safetensors=True)
-        else:
-            base = load_model(resolved_model(ctx), quantize_4bit=get_method(ctx.config.method.name).loads_in_4bit,
-                              compute_dtype=precision)
-        ctx.outputs["peft_model"] = PeftModel.from_pretrained(base, str(adapter)).eval()
-    return ctx.outputs["peft_model"]
 
 
 def data_resolve(ctx: RunContext) -> None:
@@ -98,7 +37,7 @@ def data_resolve(ctx: RunContext) -> None:
     from studio_core.runs import atomic_write_jsonl
 
     cfg = ctx.config.data
-    data = prepare_data(cfg, lambda: tokenizer(ctx), simulate=ctx.simulated)
+    data = prepare_data(cfg, lambda: ctx.tokenizer(), simulate=ctx.simulated)
     out = ctx.artifact_dir("data")
     for split, rows, tokens in (("train", data.train, data.train_tokens), ("val", data.val, data.val_tokens)):
         atomic_write_jsonl(out / f"{split}.jsonl", [{"messages": r} for r in rows])
@@ -117,11 +56,14 @@ def _warn_bad_rows(ctx: RunContext, report: dict) -> None:
             ctx.emit("warning", f"{source['file']}: skipped {source['rows_bad']} bad rows (data.on_bad_rows=skip)")
     if report["duplicates_removed"]:
         ctx.emit("warning", f"removed {report['duplicates_removed']} exact duplicate rows")
+    for item in report.get("quality", []):  # the data report's quality section, one line per item
+        if item["code"] != "duplicate":
+            ctx.emit("warning", f"[{item['code']}] {item['message']}")
 
 
 def model_resolve(ctx: RunContext) -> None:
     """Step 2: resolve the reference, record its digests; in simulation, note the tiny stand-in."""
-    model = resolved_model(ctx)
+    model = ctx.resolved_model()
     record = model.record()
     if ctx.simulated:
         record["simulation"] = ("stages after this one run a tiny random model of this architecture "
@@ -129,33 +71,6 @@ def model_resolve(ctx: RunContext) -> None:
     ctx.write_artifact("model/model.json", record)
     ctx.emit("model_resolved", f"{model.ref} ({model.model_type}), {len(model.weight_sha256)} weight file(s)",
              weight_sha256=model.weight_sha256)
-
-
-def load_training_model(ctx: RunContext, precision: str):
-    """The model later stages train: the real weights, or the simulation's tiny stand-in."""
-    from studio_core.models.resolve import load_model, load_simulation_model
-    from studio_core.train.methods import get_method
-
-    model = resolved_model(ctx)
-    if ctx.simulated:
-        return load_simulation_model(model, len(tokenizer(ctx)))
-    return load_model(model, quantize_4bit=get_method(ctx.config.method.name).loads_in_4bit, compute_dtype=precision)
-
-
-def build_peft_model(ctx: RunContext, model):
-    """The configured method on `model` (targets per method and architecture when 'auto'); returns it and them."""
-    from studio_core.models.targets import default_target_modules
-    from studio_core.train.methods import BuildContext, apply_method
-
-    section = ctx.config.method
-    targets = getattr(section, "target_modules", [])
-    if targets == "auto":
-        targets = default_target_modules(model, section.name)
-    max_steps = (simulation_training(ctx.config) if ctx.simulated else ctx.config).training.max_steps
-    context = BuildContext(max_steps=max_steps, model_dir=str(resolved_model(ctx).path), loftq=not ctx.simulated)
-    if getattr(section, "init", "") == "loftq" and ctx.simulated:
-        ctx.emit("simulation", "simulation: the stand-in model is not 4-bit, so loftq initialisation is skipped")
-    return apply_method(model, section, targets, context), targets
 
 
 def preflight_check(ctx: RunContext) -> None:
@@ -169,7 +84,7 @@ def preflight_check(ctx: RunContext) -> None:
     report = pf.PreflightReport()
     profile = hardware_profile(ctx.home)
     precision = pf.check_precision(report, cfg.training.precision, profile)
-    data = prepared_data(ctx)
+    data = ctx.prepared_data()
     pf.check_tokens(report, data, cfg.data.max_length)
     model = load_training_model(ctx, precision)
     pf.check_targets(report, model, cfg.method)
@@ -179,8 +94,9 @@ def preflight_check(ctx: RunContext) -> None:
         adapter = pf.check_parameters(report, peft_model)
         pf.check_rank(report, cfg, adapter, data, getattr(model.config, "hidden_size", None))
         pf.check_memory(report, cfg, model, adapter, base_params, precision, profile)
+        pf.check_disk(report, cfg, ctx.run.path, base_params, adapter)
         if not report.errors:
-            tok = tokenizer(ctx)
+            tok = ctx.tokenizer()
             pf.micro_run(report, cfg, peft_model, data, tok.pad_token_id, precision, ctx.simulated)
     report.facts["simulated"] = ctx.simulated
     ctx.write_artifact("preflight.json", report.as_dict())
@@ -242,43 +158,12 @@ def training_init(ctx: RunContext) -> None:
                                      f"({info['trainable_percent']:.3f}%), {precision}", **info)
 
 
-def training_backend(ctx: RunContext, precision: str):
-    """unsloth for LoRA/QLoRA on a CUDA GPU where it is installed, else transformers+peft; with the reason."""
-    from studio_core.train.backends import STANDARD, BackendChoice, choose_backend
-
-    cfg = ctx.config
-    if ctx.simulated:
-        return BackendChoice(STANDARD, f"a simulation trains its tiny stand-in on {STANDARD}")
-    init = getattr(cfg.method, "init", "default")
-    if init != "default" and cfg.training.backend != "unsloth":
-        return BackendChoice(STANDARD, f"init={init} is peft's; using {STANDARD}")
-    return choose_backend(cfg.method.name, cfg.training.backend, precision=precision)
-
-
-def build_with_unsloth(ctx: RunContext, precision: str):
-    """LoRA/QLoRA through unsloth's FastLanguageModel (fused kernels); the rest of the run is unchanged."""
-    from studio_core.models.targets import ARCHITECTURE_TARGETS
-    from studio_core.train.backends import load_with_unsloth
-    from studio_core.train.methods import get_method
-
-    cfg, model = ctx.config, resolved_model(ctx)
-    targets = cfg.method.target_modules
-    if targets == "auto":
-        targets = ARCHITECTURE_TARGETS.get(model.model_type) or ["q_proj", "k_proj", "v_proj", "o_proj"]
-    peft_model, _ = load_with_unsloth(
-        model.path, load_in_4bit=get_method(cfg.method.name).loads_in_4bit, max_seq_length=cfg.data.max_length,
-        dtype=precision, r=cfg.method.r, alpha=cfg.method.alpha, dropout=cfg.method.dropout, target_modules=targets,
-        seed=cfg.training.seed, gradient_checkpointing=cfg.training.gradient_checkpointing,
-    )
-    return peft_model, targets
-
-
 def training_exec(ctx: RunContext) -> None:
     """Step 6: train (resuming from the latest checkpoint if there is one), save the adapter, merge it."""
     from studio_core.errors import CancelledError
     from studio_core.train.trainer import latest_checkpoint, train
 
-    cfg, data = ctx.config, prepared_data(ctx)
+    cfg, data = ctx.config, ctx.prepared_data()
     checkpoint = latest_checkpoint(ctx.run.path)
     if checkpoint:
         ctx.run.drop_metrics_after(int(checkpoint.rsplit("-", 1)[-1]))  # those steps are replayed
@@ -292,8 +177,8 @@ def training_exec(ctx: RunContext) -> None:
     if len(train_rows) < len(data.train_tokens):
         ctx.emit("warning", f"{len(data.train_tokens) - len(train_rows)} training rows have no assistant tokens left "
                             f"after truncation to data.max_length={cfg.data.max_length} and are not trained on")
-    outcome = train(cfg, ctx.outputs["peft_model"], train_rows, val_rows, tokenizer(ctx).pad_token_id,
-                    ctx.run.path, ctx.outputs["precision"], ctx.emit, ctx.run.metric, ctx.cancel)
+    outcome = train(cfg, ctx.outputs["peft_model"], train_rows, val_rows, ctx.tokenizer().pad_token_id,
+                    ctx.run.path, ctx.outputs["precision"], ctx.emit, ctx.run.metric, ctx.cancel, trainer_parts(ctx))
     if outcome.cancelled:
         raise CancelledError(f"cancelled at step {outcome.steps}; resume with peft-studio run --resume "
                              f"{ctx.run.run_id}")
@@ -303,7 +188,16 @@ def training_exec(ctx: RunContext) -> None:
                "best_checkpoint_val_loss": _val_loss_at(outcome.history, outcome.best_checkpoint),
                "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
     ctx.write_artifact("training.json", summary)
-    _save_and_merge(ctx)
+    save_and_merge(ctx)
+
+
+def trainer_parts(ctx: RunContext):
+    """What the run's enabled features attach to the Trainer (`train.trainer.TrainerParts`): trackers, a privacy
+    engine, a gradient communication hook, a packing collator. Each feature adds its own piece here, from its
+    own config section; none is in this version yet, so the Trainer is the plain one."""
+    from studio_core.train.trainer import TrainerParts
+
+    return TrainerParts()
 
 
 def _val_loss_at(history: list[dict], checkpoint: str | None) -> float | None:
@@ -318,104 +212,6 @@ def _val_loss_at(history: list[dict], checkpoint: str | None) -> float | None:
     return losses[-1] if losses else None
 
 
-SIMULATION_STEPS = {"max_steps": 12, "eval_steps": 4, "save_steps": 4}
-
-
-def simulation_training(cfg):
-    """A simulation proves the loop (steps, evals, checkpoints, early stopping), not the model: cap its length."""
-    capped = {k: min(getattr(cfg.training, k), v) for k, v in SIMULATION_STEPS.items()}
-    capped["save_steps"] = capped["eval_steps"] * max(1, capped["save_steps"] // capped["eval_steps"])
-    return cfg.model_copy(update={"training": cfg.training.model_copy(update=capped)})
-
-
-def _save_and_merge(ctx: RunContext) -> None:
-    from studio_core.train.batching import collate
-    from studio_core.train.merge import merge_adapter, save_adapter
-    from studio_core.train.methods import get_method, rewrites_base
-
-    base_record = resolved_model(ctx).record()
-    if ctx.simulated:
-        base_record = {**base_record, "simulation_base": "artifacts/simulation-base"}
-    adapter_dir = ctx.artifact_dir("adapter")
-    converted = rewrites_base(ctx.config.method)
-    save_adapter(ctx.outputs["peft_model"], adapter_dir, base_record,
-                 initial_adapter=ctx.run.artifacts / "adapter-init" if converted else None)
-    batch = collate(prepared_data(ctx).val_tokens[:2], tokenizer(ctx).pad_token_id)
-    method = get_method(ctx.config.method.name)
-    if not method.loads_in_4bit:  # a 4-bit base reloads de-quantized: the merge check below covers QLoRA
-        _check_reload(ctx, adapter_dir, batch, swap=converted)
-    if not method.mergeable:
-        reason = (f"{method.title} adds trained virtual tokens instead of changing weights: there is nothing to "
-                  "merge, so the adapter ships alone (load it with peft's PeftModel on the base)")
-        ctx.write_artifact("merge.json", {"merged": False, "reason": reason,
-                                          "reload_check": ctx.outputs["reload_check"]})
-        ctx.emit("merged", f"not merged: {reason}")
-        return
-    merged_dir = ctx.artifact_dir("merged")
-    report = merge_adapter(lambda: _fresh_base(ctx), adapter_dir, merged_dir, tokenizer(ctx), batch)
-    report["into"] = _merge_base_description(ctx)
-    report["merged"] = True
-    if "reload_check" in ctx.outputs:
-        report["reload_check"] = ctx.outputs["reload_check"]
-    ctx.write_artifact("merge.json", report)
-    ctx.emit("merged", f"adapter merged; logits relative error {report['relative_error']:.2e} ({report['into']})")
-
-
-def _check_reload(ctx: RunContext, adapter_dir: Path, batch: dict, swap: bool) -> None:
-    """The saved adapter, loaded by stock peft on a fresh base, must compute what the trained model computes.
-
-    PiSSA/OLoRA (`swap`): the trained model's base holds residual weights, so its `disable_adapter()` is not the
-    base model; the converted adapter on the original base is the same function with the true base behind it,
-    and it replaces the trained model for evaluation.
-    """
-    import torch
-    from peft import PeftModel
-
-    from studio_core.errors import StudioError
-    from studio_core.train.merge import MERGE_TOLERANCE, relative_error
-    from studio_core.train.precision import autocast
-
-    trained = ctx.outputs["peft_model"].eval()
-    device, dtype = next(trained.parameters()).device, trained.get_base_model().dtype
-    reloaded = PeftModel.from_pretrained(_fresh_base(ctx).to(device=device, dtype=dtype), str(adapter_dir)).eval()
-    inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
-    # Both at the run's compute precision: the Trainer left the trained model's forward under bf16/fp16 autocast.
-    with torch.no_grad(), autocast(ctx.outputs["precision"], device.type):
-        error = relative_error(trained(**inputs).logits.float(), reloaded(**inputs).logits.float())
-    what = "trained model vs its saved adapter " + ("converted onto the original base" if swap else "reloaded")
-    ctx.outputs["reload_check"] = {"relative_error": error, "tolerance": MERGE_TOLERANCE, "what": what}
-    if ctx.outputs.get("backend") == "unsloth":  # its fused kernels round differently from stock peft's
-        ctx.outputs["reload_check"]["enforced"] = False
-    elif error > MERGE_TOLERANCE:
-        raise StudioError(f"the saved adapter does not reproduce the trained model: {what}, relative error "
-                          f"{error:.2e} > {MERGE_TOLERANCE:.0e}")
-    if swap:
-        ctx.outputs["peft_model"] = reloaded
-
-
-def _fresh_base(ctx: RunContext):
-    """The base to merge into, in fp32: QLoRA's is its 4-bit base de-quantized (what the adapter trained on)."""
-    from studio_core.models.resolve import load_model
-    from studio_core.train.methods import get_method
-
-    if ctx.simulated:
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(ctx.run.artifacts / "simulation-base", use_safetensors=True)
-    if get_method(ctx.config.method.name).loads_in_4bit:
-        return load_model(resolved_model(ctx), quantize_4bit=True, compute_dtype="fp32").dequantize()
-    return load_model(resolved_model(ctx))
-
-
-def _merge_base_description(ctx: RunContext) -> str:
-    from studio_core.train.methods import get_method
-
-    if ctx.simulated:
-        return "the simulation's tiny random base (fp32)"
-    if get_method(ctx.config.method.name).loads_in_4bit:
-        return "the nf4 base de-quantized to fp32 (QLoRA trained against those weights, not the originals)"
-    return "the fp32 base weights"
-
 
 def evaluation(ctx: RunContext) -> None:
     """Step 8 (first version): loss, perplexity and the task metric for base and tuned, plus samples."""
@@ -423,8 +219,8 @@ def evaluation(ctx: RunContext) -> None:
     from studio_core.runs import atomic_write_jsonl
 
     cfg = ctx.config
-    report, answers = run_evaluation(trained_model(ctx), tokenizer(ctx), prepared_data(ctx), cfg,
-                                     run_precision(ctx), metrics=ctx.run.metrics(),
+    report, answers = run_evaluation(trained_model(ctx), ctx.tokenizer(), ctx.prepared_data(), cfg,
+                                     ctx.precision(), metrics=ctx.run.metrics(),
                                      progress=lambda done, total: ctx.emit("eval_progress", f"{done}/{total} answers",
                                                                            done=done, total=total))
     report["simulated"] = ctx.simulated

@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 import json
 import os
 import subprocess
@@ -174,3 +175,34 @@ def test_simulate_with_defaults_on_the_embedded_model(tmp_path, capsys, embedded
     assert model["ref"] == "embedded:smollm2-135m-instruct" and model["weight_sha256"]["model.safetensors"]
     report = json.loads((run.artifacts / "data" / "report.json").read_text())
     assert report["rows"] == {"train": 2160, "val": 240} and report["simulation_slice"]["train"] == 64
+
+
+def test_queue_commands_add_list_cancel_and_work_through_the_queue(tmp_path, capsys):
+    from studio_core.runs import RunStore
+
+    home = ["--home", str(tmp_path)]
+    assert main(["run", "--queue", "--simulate", *TINY, "--set", "data.demo_rows=100", "--set", "name=later", *home]) == 0
+    first = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["run", "--queue", "--simulate", *TINY, "--set", "data.demo_rows=100", *home]) == 0
+    second = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    store = RunStore(tmp_path)
+    assert store.get(first.name).read_status()["state"] == "queued"
+    assert main(["queue", *home]) == 0
+    listing = capsys.readouterr().out
+    assert listing.index(first.name) < listing.index(second.name) and "cli" in listing
+    assert main(["queue", "cancel", first.name, *home]) == 0
+    assert f"{first.name}: cancelled" in capsys.readouterr().out
+    assert main(["queue", "work", *home]) == 0
+    assert "ran 1 run(s)" in capsys.readouterr().err
+    assert store.get(first.name).read_status()["state"] == "cancelled"
+    assert store.get(second.name).read_status()["state"] == "completed"
+    assert main(["queue", "cancel", second.name, *home]) == 2  # nothing left to cancel: says so
+    assert "completed: there is nothing to cancel" in capsys.readouterr().err
+
+
+def test_a_plain_run_says_when_another_run_shares_the_machine(tmp_path, capsys):
+    from studio_core.runs import RunStore
+
+    RunStore(tmp_path).create("{}", "20261201-000000-other-0000", [], False)  # running, owned by this live process
+    main(["run", "--simulate", *TINY, "--set", "data.demo_rows=100", "--home", str(tmp_path)])
+    assert "run 20261201-000000-other-0000 is running on this machine too" in capsys.readouterr().err

@@ -2,16 +2,8 @@ import json
 
 import pytest
 
-from studio_core.config import (
-    RunConfig,
-    all_field_paths,
-    apply_overrides,
-    json_schema,
-    load_config,
-    parse_value,
-    save_config,
-    validate_config,
-)
+from studio_core.config import RunConfig, all_field_paths, json_schema, validate_config
+from studio_core.config_io import apply_overrides, load_config, parse_value, save_config
 from studio_core.errors import ConfigError
 
 
@@ -95,3 +87,13 @@ def test_schema_has_descriptions():
     assert "data" in schema["properties"]
     text = json.dumps(schema)
     assert "Maximum tokens per example" in text
+
+
+def test_eval_steps_alone_moves_the_checkpoint_interval_to_a_multiple_of_it():
+    from studio_core.config_io import apply_overrides
+
+    config = validate_config(apply_overrides({}, ["training.eval_steps=8"]))
+    assert (config.training.eval_steps, config.training.save_steps) == (8, 24)
+    assert validate_config({}).training.save_steps == 20
+    with pytest.raises(ConfigError, match=r"training.save_steps: 20 is not a multiple .* set training.save_steps=24"):
+        validate_config(apply_overrides({}, ["training.eval_steps=8", "training.save_steps=20"]))

@@ -175,3 +175,26 @@ def test_micro_run_measures_on_examples_that_keep_assistant_tokens(model_cache: 
     assert 0 < report["tokens"]["no_supervised_tokens"] < 64
     assert any("lose all assistant tokens" in w for w in report["warnings"])  # a warning, not a blocker
     assert all(math.isfinite(x) for x in report["time_estimate"]["micro_run_losses"])
+
+
+def test_disk_estimate_is_close_to_what_the_run_writes(alpaca_file: Path) -> None:
+    config = _config(str(alpaca_file), training={"enabled": True, "max_steps": 4, "eval_steps": 2, "save_steps": 2,
+                                                 "precision": "fp32", "eval_rows": 4},
+                     method={"enabled": True})
+    run = workflow.run(config)
+    disk = _read(run, "artifacts/preflight.json")["disk"]
+    assert disk["free_bytes"] > disk["estimated_bytes"] > 0
+    written = sum(p.stat().st_size for name in ("checkpoints", "artifacts/adapter", "artifacts/merged")
+                  for p in (run.path / name).rglob("*") if p.is_file())
+    # The estimate counts the weights (fp32) and optimizer state; the run also writes configs and a tokenizer.
+    assert 0.5 < disk["estimated_bytes"] / written < 2.0, (disk, written)
+
+
+def test_no_go_when_the_run_would_fill_the_disk(alpaca_file: Path, monkeypatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    _, report = _no_go(_config(str(alpaca_file), training={"enabled": True}, method={"enabled": True}))
+    assert any("only 0.00 GiB is free" in e and "PEFT_STUDIO_HOME" in e for e in report["errors"])

@@ -76,3 +76,44 @@ def test_killed_process_leaves_an_interrupted_run(tmp_path):
     status = run.read_status()
     assert status["state"] == "interrupted"
     assert status["stages"]["data_resolve"]["state"] == "running"
+
+
+def test_a_run_dir_written_by_the_previous_version_lists_opens_and_resumes(tmp_path, capsys):
+    """config.json from commit 5550a46 (no schema_version), no stored tokens: still listed, opened, resumed."""
+    from pathlib import Path
+
+    from studio_core import workflow
+    from studio_core.cli import main
+    from studio_core.config import validate_config
+    from studio_core.runs import CONFIG_SCHEMA_VERSION, config_file_text
+
+    old = json.loads((Path(__file__).parent / "fixtures" / "config_v1_5550a46.json").read_text())
+    assert "schema_version" not in old
+    old["model"]["ref"] = "tiny-random:llama"
+    old["data"].update(demo_rows=100, max_length=384)
+    old["preflight"]["enabled"] = old["evaluation"]["enabled"] = False
+    old["training"].update(max_steps=2, eval_steps=2, save_steps=2, per_device_batch_size=2,
+                           gradient_accumulation_steps=1, eval_rows=4, precision="fp32")
+    run = RunStore(tmp_path).create(json.dumps(old), "20261130-120000-old-abcd", ["data_resolve"], False)
+    status = run.read_status()
+    status.update(state="interrupted", owner={"pid": 1, "pid_started": 0.0, "host": "elsewhere-no"})
+    status["stages"]["data_resolve"] = {"state": "completed"}  # before tokens were stored: data resolve re-runs
+    run.write_status(status)
+    assert main(["runs", "--home", str(tmp_path)]) == 0
+    assert "20261130-120000-old-abcd" in capsys.readouterr().out
+    config = validate_config(run.config_data())
+    assert config.model.ref == "tiny-random:llama"
+    resumed = workflow.run(config, tmp_path, resume=run.run_id)
+    assert resumed.read_status()["state"] == "completed"
+    assert (run.artifacts / "data" / "train.tokens.jsonl").is_file()
+    assert json.loads(config_file_text(config.model_dump_json()))["schema_version"] == CONFIG_SCHEMA_VERSION
+
+
+def test_a_config_from_a_newer_version_is_refused_by_name(tmp_path):
+    import pytest
+
+    from studio_core.errors import InputError
+
+    run = RunStore(tmp_path).create(json.dumps({"schema_version": 99, "name": "x"}), "r-new", [], False)
+    with pytest.raises(InputError, match="schema_version 99"):
+        run.config_data()

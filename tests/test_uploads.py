@@ -23,3 +23,11 @@ def test_oversize_and_unknown_kinds_are_refused_with_the_fix(tmp_path):
     with pytest.raises(InputError, match="not a data file"):
         save_upload(tmp_path, "model.bin", b"x")
     assert not (tmp_path / "uploads").exists()
+
+
+def test_a_same_name_upload_gets_a_new_name_and_the_first_is_kept(tmp_path):
+    first = save_upload(tmp_path, "train.jsonl", b"first\n")
+    second = save_upload(tmp_path, "train.jsonl", b"second\n")
+    third = save_upload(tmp_path, "train.jsonl", b"third\n")
+    assert (first.name, second.name, third.name) == ("train.jsonl", "train-2.jsonl", "train-3.jsonl")
+    assert first.read_bytes() == b"first\n" and second.read_bytes() == b"second\n"

@@ -5,12 +5,13 @@ Every bad row is collected (not just the first), so one run of the loader tells 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio_core.data.schemas import ROW_SCHEMAS, RowError, detect_schema, normalise_record
-from studio_core.data.sources import SourceRecord, detect_format, read_records, unit_for
-from studio_core.digest import sha256_file, sha256_records
+from studio_core.data.schemas import ROW_SCHEMAS, RowError, detect_layout, normalise_record
+from studio_core.data.sources import SourceRecord, locate, read_files, unit_for
+from studio_core.digest import sha256_file, sha256_files, sha256_records
 from studio_core.errors import DataError
 
 BAD_ROW_POLICIES = ("fail", "skip")
@@ -23,6 +24,8 @@ class BadRow:
 
     location: int
     reason: str
+    code: str = "invalid"  # what kind of problem (the quality report groups by it)
+    line: int | None = None  # the physical start line, where `location` is a CSV record number
 
 
 @dataclass
@@ -37,6 +40,9 @@ class LoadedData:
     locations: list[int] = field(default_factory=list)
     bad_rows: list[BadRow] = field(default_factory=list)
     source_sha256: str = ""
+    columns: dict[str, str] = field(default_factory=dict)  # the column mapping used (given or guessed)
+    columns_guessed: bool = False  # True when `columns` was guessed from aliases, not set in data.columns
+    notes: list[str] = field(default_factory=list)  # how the data was found (split, JSON field, cache)
 
 
 class BadRowsError(DataError):
@@ -52,12 +58,16 @@ class BadRowsError(DataError):
 
 def format_bad_rows(file: str, unit: str, bad_rows: list[BadRow], limit: int = 10) -> str:
     """One line per bad row (the first `limit`) as `<file> line 7: <reason>`, then the total count."""
-    lines = [f"{file} {unit} {bad.location}: {bad.reason}" for bad in bad_rows[:limit]]
+    lines = [f"{file} {unit} {bad.location}{_line(bad)}: {bad.reason}" for bad in bad_rows[:limit]]
     if len(bad_rows) > limit:
         lines.append(f"... and {len(bad_rows) - limit} more")
     noun = "bad row" if len(bad_rows) == 1 else "bad rows"
     lines.append(f"{len(bad_rows)} {noun} in total")
     return "\n".join(lines)
+
+
+def _line(bad: BadRow) -> str:
+    return f" (line {bad.line})" if bad.line is not None and bad.line != bad.location else ""
 
 
 def load_conversations(
@@ -69,10 +79,13 @@ def load_conversations(
 ) -> LoadedData:
     """Read, validate and normalise the data file at `path`; `DataError` says what to fix."""
     _check_options(row_schema, on_bad_rows)
-    # read_records checks the path first, so a directory is reported as such, not as an unknown extension.
-    sources = list(read_records(path, file_format))
-    fmt = detect_format(path) if file_format == "auto" else file_format
-    data = LoadedData(str(path), fmt, row_schema, unit_for(fmt), source_sha256=sha256_file(path))
+    # locate checks the path first, so a directory is reported as such, not as an unknown extension.
+    notes: list[str] = []
+    files, fmt = locate(path, file_format, notes)
+    sources = list(read_files(files, fmt, notes))
+    root = Path(os.path.commonpath(files))
+    digest = sha256_file(files[0]) if len(files) == 1 else sha256_records([sha256_files(files, root)])
+    data = LoadedData(str(path), fmt, row_schema, unit_for(fmt), source_sha256=digest, notes=notes)
     return _validate(data, sources, columns, on_bad_rows)
 
 
@@ -113,22 +126,24 @@ def _validate(
             "no rows found; the dataset is empty; add rows or point data.path at another file", data.file
         )
     good = [source.record for source in sources if source.record is not None]
+    data.columns = dict(columns or {})
     if data.row_schema == "auto" and good:
-        data.row_schema = detect_schema(good, columns, file=data.file)
+        data.row_schema, data.columns = detect_layout(good, columns, file=data.file)
+        data.columns_guessed = data.columns != dict(columns or {})
     for source in sources:
-        _add_row(data, source, columns)
+        _add_row(data, source, data.columns)
     _apply_policy(data, len(sources), on_bad_rows)
     return data
 
 
 def _add_row(data: LoadedData, source: SourceRecord, columns: dict[str, str] | None) -> None:
     if source.record is None:
-        data.bad_rows.append(BadRow(source.location, source.error or "unreadable record"))
+        data.bad_rows.append(BadRow(source.location, source.error or "unreadable record", "unreadable", source.line))
         return
     try:
         messages = normalise_record(source.record, data.row_schema, columns)
     except RowError as exc:
-        data.bad_rows.append(BadRow(source.location, exc.reason))
+        data.bad_rows.append(BadRow(source.location, exc.reason, exc.code, source.line))
         return
     data.rows.append(messages)
     data.locations.append(source.location)

@@ -65,8 +65,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
     device = next(model.parameters()).device
     answers = []
     for start in range(0, len(prompts), batch_size):
-        rows = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
-                for p in prompts[start: start + batch_size]]
+        rows = [_prompt_ids(tokenizer, p) for p in prompts[start: start + batch_size]]
         width = max(len(r) for r in rows)
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + list(r) for r in rows], device=device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
@@ -77,6 +76,15 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
         if on_batch is not None:
             on_batch(len(rows))
     return [a.strip() for a in answers]
+
+
+def _prompt_ids(tokenizer, prompt: list[dict]) -> list[int]:
+    """A chat prompt's ids, tools and calls rendered as training rendered them (data/tokenize.py)."""
+    from studio_core.data.tokenize import chat_view, has_tools, supports_tools
+
+    messages, tools = chat_view(prompt, has_tools(prompt) and supports_tools(tokenizer))
+    return tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=True,
+                                         return_dict=False)
 
 
 def task_metric(data_path: str, predictions: list[str], references: list[str]) -> dict[str, Any]:
@@ -100,6 +108,7 @@ class EvalSplit:
 
 
 def make_split(name: str, rows: list[list[dict]], tokens: list, max_rows: int, task_rows: int) -> EvalSplit:
+    rows = [c for c in rows if any(m["role"] == "assistant" for m in c)]  # raw-text rows have no answer
     prompts, references = zip(*(prompt_and_reference(c) for c in rows[:task_rows])) if rows else ((), ())
     return EvalSplit(name, tokens[:max_rows], list(prompts), list(references))
 
@@ -112,7 +121,7 @@ def load_test_split(cfg, tokenizer) -> EvalSplit:
     data_cfg, ev = cfg.data, cfg.evaluation
     loaded = load_conversations(ev.test_path, "auto", data_cfg.row_schema, data_cfg.columns, data_cfg.on_bad_rows)
     rows = loaded.rows[: max(ev.max_rows, ev.task_rows)]
-    tokens = [tokenize_conversation(tokenizer, r, data_cfg.max_length) for r in rows[: ev.max_rows]]
+    tokens = [tokenize_conversation(tokenizer, r, data_cfg.max_length, data_cfg.train_on) for r in rows[: ev.max_rows]]
     return make_split("test", rows, tokens, ev.max_rows, ev.task_rows)
 
 

@@ -143,9 +143,11 @@ def _text(value: str | bytes) -> str:
 
 def _optional(query: Any, *args: Any) -> Any:
     """One NVML query that may be unsupported on this device (MIG, vGPU): None instead of an error."""
+    import pynvml
+
     try:
         return query(*args)
-    except Exception:  # noqa: BLE001 - NVMLError_NotSupported and friends; the rest of the GPU still counts
+    except pynvml.NVMLError:  # NVMLError_NotSupported and friends; the rest of the GPU still counts
         return None
 
 

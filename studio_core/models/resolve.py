@@ -94,13 +94,20 @@ def parse_ref(ref: str) -> tuple[str, str]:
 
 def _download_from_hub(repo_id: str, cache: Path, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     hub_cache = cache / "hub"
     try:  # the cache first: works offline for anything downloaded before
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
                                       cache_dir=hub_cache, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any cache miss falls through to a real download attempt
+    except LocalEntryNotFoundError:  # not cached (yet): try the Hub below
         pass
+    except HFValidationError as e:
+        raise ModelError(f"model.ref 'hf:{repo_id}': not a Hub repo id ({e}); use hf:<org>/<name>") from e
+    except OSError as e:  # a cache that cannot be read (permissions, disk): say so, rather than go online
+        raise ModelError(f"model.ref 'hf:{repo_id}': cannot read the model cache {hub_cache} "
+                         f"({type(e).__name__}: {e}); fix its permissions, or set PEFT_STUDIO_MODEL_CACHE "
+                         "to a folder you can write") from e
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=HUB_PATTERNS,
                                       cache_dir=hub_cache))

@@ -6,8 +6,10 @@ Layout of `<run>/artifacts/package/`:
     payload/optimization_profile.json         sparsity, the engine built, precision, ONNX parity
     manifest.json                             in-toto statement over payload/ (see manifest.py)
     signature.dsse.json                       written by sign.py
-Nothing secret is copied: no environment variables, and any config value whose key names a token, secret,
-password, passphrase or key material is replaced by "<redacted>".
+Nothing secret is copied: no environment variables; any config value whose key names a token, secret,
+password, passphrase or key material is replaced by "<redacted>", and so is a secret inside any string (an API
+token, `Bearer ...`, `?token=...` or `user:pass@` in a URL). Local files appear by name and digest, never by
+absolute path.
 """
 
 from __future__ import annotations
@@ -29,8 +31,18 @@ from studio_core.runs import RunDir, atomic_write_json, atomic_write_text
 
 PAYLOAD_ARTIFACTS = ("adapter", "merged", "onnx", "engine")
 SECRET_KEY = re.compile(r"token|secret|passw|passphrase|api_?key|private_?key|credential|auth", re.IGNORECASE)
-SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{8,}|sk-[A-Za-z0-9]{8,})$|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")
+PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 REDACTED = "<redacted>"
+# Secrets inside any string, each replaced by REDACTED where it stands (the rest of the string is kept).
+SECRET_SPANS = (
+    (re.compile(r"\b(?:hf|sk|ghp|gho|ghs|github_pat|glpat|xox[bpas])[_-][A-Za-z0-9_-]{8,}"), REDACTED),  # API tokens
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1{REDACTED}"),  # Authorization headers
+    (re.compile(r"\b(Basic\s+)[A-Za-z0-9+/]{12,}={0,2}"), rf"\1{REDACTED}"),
+    (re.compile(r"(?i)([?&;](?:[a-z0-9_.-]*(?:token|secret|passw|passphrase|api_?key|sig|signature|auth|"
+                r"credential|code))=)[^&#\s\"']+"), rf"\1{REDACTED}"),  # ?token=... in a URL
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@\"']+:[^/\s@\"']*@"), rf"\1{REDACTED}@"),  # user:pass@ in a URL
+)
 SOFTWARE = ("torch", "transformers", "peft", "accelerate", "safetensors", "onnx", "onnxruntime", "opacus",
             "cryptography", "pydantic")
 PRIVACY_KEYS = ("epsilon", "delta", "accountant", "noise_multiplier", "max_grad_norm", "sample_rate", "steps")
@@ -42,8 +54,30 @@ def scrub(value: Any) -> Any:
         return {k: REDACTED if SECRET_KEY.search(str(k)) and v is not None else scrub(v) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v) for v in value]
-    if isinstance(value, str) and SECRET_VALUE.search(value):
+    if isinstance(value, str):
+        return scrub_text(value)
+    return value
+
+
+def scrub_text(text: str) -> str:
+    """`text` with every secret in it replaced by "<redacted>"; a private key block redacts the whole string."""
+    if PRIVATE_KEY_BLOCK.search(text):
         return REDACTED
+    for pattern, replacement in SECRET_SPANS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def local_paths_out(value: Any, run_dir: Path) -> Any:
+    """A copy of `value` where each string that is an absolute local path becomes its path inside the run dir,
+    or else its file name: evidence travels, and this machine's folder layout is not part of it."""
+    if isinstance(value, dict):
+        return {k: local_paths_out(v, run_dir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [local_paths_out(v, run_dir) for v in value]
+    if isinstance(value, str) and "\n" not in value and (value.startswith(("/", "~")) or WINDOWS_PATH.match(value)):
+        path = Path(value).expanduser()
+        return path.relative_to(run_dir).as_posix() if path.is_relative_to(run_dir) else path.name
     return value
 
 
@@ -79,8 +113,9 @@ def _dataset(artifacts: Path) -> dict[str, Any] | None:
     report = _read_json(artifacts / "data" / "report.json")
     if report is None:
         return None
-    sources = [{k: s.get(k) for k in ("file", "row_schema", "sha256", "rows_valid", "rows_bad")}
-               for s in report.get("sources", [])]
+    sources = [{"file": Path(str(s.get("file"))).name, **{k: s.get(k) for k in ("row_schema", "sha256", "rows_valid",
+                                                                                 "rows_bad")}}
+               for s in report.get("sources", [])]  # by name and digest: the local path is not evidence
     return {"sha256": report.get("sha256"), "rows": report.get("rows"),
             "duplicates_removed": report.get("duplicates_removed"), "sources": scrub(sources)}
 
@@ -112,7 +147,7 @@ def build_evidence(run_dir: Path) -> dict[str, Any]:
     run = RunDir(Path(run_dir))
     config = run.config_data()
     status = run.read_status()
-    return {
+    return local_paths_out({
         "schema": "peft-studio/evidence/v1",
         "run_id": run.run_id,
         "simulated": bool(status.get("simulated", config.get("simulate"))),
@@ -128,7 +163,7 @@ def build_evidence(run_dir: Path) -> dict[str, Any]:
         "privacy": privacy_budget(config, run.artifacts),
         "software": _software_versions(),
         "hardware": _hardware(),
-    }
+    }, run.path.resolve())
 
 
 def _engine(artifacts: Path) -> dict[str, Any] | None:

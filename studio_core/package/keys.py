@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,7 +125,26 @@ def find_key(home: str | Path | None = None, key_id: str | None = None) -> KeyIn
     return matches[0]
 
 
+def check_private_file(path: Path) -> None:
+    """Refuse a private key file that group or others may read or write, as ssh does; names the fix."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise InputError(f"private key {path} is accessible by other users (mode {mode:o}), so it may have been "
+                         f"copied; refusing to use it. Run `chmod 600 {path}` if you trust it, else generate a new key")
+
+
+def require_encrypted_when_shared(info: KeyInfo) -> None:
+    """A shared studio signs only with a passphrase-protected key: anyone with its token could use a plain one."""
+    from studio_core.roots import is_shared
+
+    if is_shared() and not info.encrypted:
+        raise InputError(f"key {info.key_id[:12]} is not encrypted, and a shared studio signs only with a key that "
+                         "has a passphrase (entered at Start): create one with "
+                         "`peft-studio keys generate --passphrase-env VAR` and choose it with signing.key_id")
+
+
 def _load_private(path: Path, passphrase: str | None) -> ed25519.Ed25519PrivateKey | mldsa.MLDSA65PrivateKey:
+    check_private_file(path)
     secret = passphrase.encode("utf-8") if passphrase else None
     try:
         return serialization.load_pem_private_key(path.read_bytes(), secret)
@@ -138,8 +158,12 @@ def _load_private(path: Path, passphrase: str | None) -> ed25519.Ed25519PrivateK
 
 def load_private_keys(home: str | Path | None = None, key_id: str | None = None,
                       passphrase: str | None = None) -> PrivateKeys:
-    """Load the private halves of key `key_id` (or the home's only key), decrypting with `passphrase`."""
+    """Load the private halves of key `key_id` (or the home's only key), decrypting with `passphrase`.
+
+    Refused: a private file others can read (`chmod 600` fixes it), and an unencrypted key in a shared studio.
+    """
     info = find_key(home, key_id)
+    require_encrypted_when_shared(info)
     ed = _load_private(info.path / PRIVATE_FILES["ed25519"], passphrase)
     ml = _load_private(info.path / PRIVATE_FILES["mldsa65"], passphrase)
     if not isinstance(ed, ed25519.Ed25519PrivateKey) or not isinstance(ml, mldsa.MLDSA65PrivateKey):

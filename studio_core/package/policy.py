@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import studio_core
-from studio_core.config import read_json_file
+from studio_core.config_io import read_json_file
 from studio_core.errors import ConfigError, InputError, Problem, StudioError
 from studio_core.package.keys import PublicKeys, load_public_keys
 from studio_core.package.manifest import STATEMENT_TYPE

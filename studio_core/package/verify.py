@@ -73,8 +73,10 @@ def _read_envelope(package_dir: Path, report: VerifyReport) -> dict[str, Any] | 
         text = path.read_text(encoding="utf-8")
         envelope = json.loads(text)
         assert_shape = set(envelope) == {"payloadType", "payload", "signatures"}
-        signatures_ok = all(isinstance(s, dict) and set(s) == {"keyid", "algorithm", "sig"}
-                            for s in envelope["signatures"])
+        signatures_ok = isinstance(envelope["signatures"], list) and all(
+            isinstance(s, dict) and set(s) == {"keyid", "algorithm", "sig"}
+            and all(isinstance(v, str) for v in s.values())
+            for s in envelope["signatures"])  # strings only: a list or object as a key id once crashed the checks
     except (UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as e:
         report.reasons.append(f"{ENVELOPE_FILE} is not a readable DSSE envelope ({type(e).__name__}): it was edited")
         return None

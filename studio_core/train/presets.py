@@ -4,7 +4,7 @@ A preset sets every training parameter and the method with all its parameters; t
 seed, the precision and the backend stay the user's. The rank follows the data when its statistics are known
 (`recommend_rank`): more supervised tokens hold more to learn, short categorical answers need little capacity,
 long generations more, and a rank near the model's width stops being low-rank. Fitting the result into the
-machine's memory is `studio_core.hardware.fit`.
+machine's memory is `studio_core.train.fit`.
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def recommend_preset(config, preset_id: str, home=None) -> tuple[dict[str, Any],
     from transformers import AutoConfig
 
     from studio_core.data.prepare import prepare_data
-    from studio_core.hardware.fit import device_kind, memory_budget
+    from studio_core.train.fit import device_kind, memory_budget
     from studio_core.hardware.profile import hardware_profile
     from studio_core.models.resolve import load_tokenizer, resolve_in_home
     from studio_core.runs import studio_home

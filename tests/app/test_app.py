@@ -41,16 +41,21 @@ def test_main_opens_on_home_with_the_steps_and_the_sidebar(studio_env: Path) -> 
     assert "peft-studio run" in at.sidebar.code[0].value
 
 
-def test_started_without_the_project_config_the_studio_says_how_to_start_it(studio_env: Path) -> None:
+@pytest.mark.parametrize("option,value,says", [
+    ("runner.postScriptGC", True, "runs many times slower"),
+    ("server.address", "", "listens on every interface, without an access token"),
+])
+def test_started_without_the_studio_settings_it_says_how_to_start_it(studio_env: Path, option, value, says) -> None:
     from streamlit import config as streamlit_config
 
-    assert not [w for w in _run(MAIN).warning if "make studio" in w.value]  # the project's config.toml is read
-    streamlit_config.set_option("runner.postScriptGC", True)  # as when started from another folder
+    assert not [w for w in _run(MAIN).warning if "peft-studio studio" in w.value]  # the project's settings hold
+    before = streamlit_config.get_option(option)
+    streamlit_config.set_option(option, value)  # as when started some other way than `peft-studio studio`
     try:
         at = _run(MAIN)
     finally:
-        streamlit_config.set_option("runner.postScriptGC", False)
-    assert any("`.streamlit/config.toml` was not read" in w.value and "make studio" in w.value for w in at.warning)
+        streamlit_config.set_option(option, before)
+    assert any(says in w.value and "peft-studio studio" in w.value for w in at.warning)
 
 
 @pytest.mark.parametrize("page", STEP_PAGES, ids=[p.stem for p in STEP_PAGES])

@@ -185,3 +185,39 @@ def test_the_demo_quick_start_runs_to_completion_a_teammate_watches_and_the_adap
     page.get_by_role("cell", name="validation perplexity").wait_for()  # the base-vs-tuned table
     page.get_by_text("Majority-class baseline").wait_for()
     shot(page, "demo-step8-results")
+
+
+def job_pid(home: Path, run_id: str) -> int:
+    job = home / "runs" / run_id / "job.json"
+    deadline = time.time() + 60
+    while not job.is_file():
+        assert time.time() < deadline, "the studio never started the run's process"
+        time.sleep(0.2)
+    return json.loads(job.read_text())["pid"]
+
+
+def test_killed_job_process_leaves_the_studio_up_and_resume_finishes_the_run(studio, browser):
+    page = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), studio.url)
+    go(page, "2. Model Resolve")
+    set_text(page, "Base model", "tiny-random:llama")
+    go(page, "6. Training Exec")
+    set_text(page, "Training steps", "30")
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_role("heading", name="6. Training Exec", exact=True).wait_for()
+    run_id = shown_run_id(page)
+    page.get_by_text(re.compile(r"^Step 6, Training Exec: step [1-9]\d*/30")).wait_for(timeout=180_000)  # training
+    pid = job_pid(studio.home, run_id)
+    assert pid != studio.proc.pid  # the run is its own process, not a thread of the studio
+    os.kill(pid, signal.SIGKILL)  # what the out-of-memory killer does
+    main = page.get_by_test_id("stMainBlockContainer")
+    main.get_by_text(f"{run_id}: interrupted").wait_for(timeout=60_000)
+    main.get_by_text("SIGKILL").first.wait_for()  # the reason, from the supervisor's record
+    assert studio.proc.poll() is None
+    assert urllib.request.urlopen(f"{studio.url}/_stcore/health", timeout=5).read() == b"ok"
+    teammate = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), studio.url)
+    go(teammate, "Runs")
+    teammate.get_by_test_id("stMainBlockContainer").get_by_text(f"{run_id}: interrupted").wait_for()  # still works
+    shot(teammate, "studio-killed-job")
+    teammate.get_by_role("button", name="Resume").click()
+    teammate.get_by_test_id("stMainBlockContainer").get_by_text(f"{run_id}: completed").wait_for(timeout=600_000)
+    shot(teammate, "studio-resumed-run")

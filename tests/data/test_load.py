@@ -56,7 +56,7 @@ def write(path: Path, rows: list[dict]) -> Path:
     [
         ("d.jsonl", "line", [1, 2, 3]),
         ("d.json", "line", [2, 7, 12]),
-        ("d.csv", "line", [2, 3, 4]),
+        ("d.csv", "record", [1, 2, 3]),
         ("d.parquet", "row", [1, 2, 3]),
     ],
 )
@@ -130,7 +130,7 @@ def test_explicit_schema_skips_detection(tmp_path: Path) -> None:
 
 
 def test_undetectable_schema_names_file(tmp_path: Path) -> None:
-    path = write(tmp_path / "d.jsonl", [{"question": "q", "answer": "a"}])
+    path = write(tmp_path / "d.jsonl", [{"q": "q", "a": "a"}])
     with pytest.raises(DataError, match="data.columns") as info:
         load_conversations(path)
     assert info.value.file == str(path)
@@ -159,10 +159,10 @@ def test_jsonl_bad_json_on_line_7(tmp_path: Path) -> None:
     assert info.value.line == 7 and info.value.file == str(path)
 
 
-def test_csv_empty_field_reported_with_line(tmp_path: Path) -> None:
+def test_csv_empty_field_reported_with_record_and_line(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
-    path.write_text("instruction,output\nq1,a1\nq2,\nq3,a3\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"line 3: field 'output' is empty"):
+    path.write_text('instruction,output\n"q\n1",a1\nq2,\nq3,a3\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"record 2 \(line 4\): field 'output' is empty"):
         load_conversations(path)
 
 
@@ -185,8 +185,8 @@ def test_skip_policy_keeps_good_rows_and_reports_bad(tmp_path: Path) -> None:
     assert data.rows == EXPECTED[:2]
     assert data.locations == [1, 4]
     assert [b.location for b in data.bad_rows] == [2, 3, 6]
-    assert data.bad_rows[1] == BadRow(3, "field 'output' must be a string, got int")
-    assert data.bad_rows[2] == BadRow(6, "missing required field 'output'")
+    assert data.bad_rows[1] == BadRow(3, "field 'output' must be a string, got int", "wrong_type")
+    assert data.bad_rows[2] == BadRow(6, "missing required field 'output'", "missing_field")
 
 
 def test_fail_policy_lists_at_most_ten_rows_and_the_total(tmp_path: Path) -> None:
@@ -206,11 +206,13 @@ def test_fail_policy_lists_at_most_ten_rows_and_the_total(tmp_path: Path) -> Non
 
 
 def test_unknown_role_is_a_bad_row(tmp_path: Path) -> None:
-    messages = [{"role": "user", "content": "q"}, {"role": "tool", "content": "t"}]
+    messages = [{"role": "user", "content": "q"}, {"role": "robot", "content": "t"}]
     good = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     path = write(tmp_path / "d.jsonl", [{"messages": good}, {"messages": messages}])
     data = load_conversations(path, on_bad_rows="skip")
-    assert data.bad_rows == [BadRow(2, "unknown role 'tool' in message 2; allowed: system, user, assistant")]
+    assert data.bad_rows == [BadRow(
+        2, "unknown role 'robot' in message 2; allowed: system, developer, user, assistant, tool, function",
+        "unknown_role")]
 
 
 def test_parquet_bad_row_numbers(tmp_path: Path) -> None:

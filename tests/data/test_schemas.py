@@ -21,7 +21,7 @@ def bot(text: str) -> dict:
 
 
 def test_row_schemas() -> None:
-    assert ROW_SCHEMAS == ("alpaca", "prompt_completion", "messages", "sharegpt")
+    assert ROW_SCHEMAS == ("alpaca", "prompt_completion", "messages", "sharegpt", "text")
 
 
 @pytest.mark.parametrize(
@@ -44,10 +44,10 @@ def test_detect_schema_uses_column_mapping() -> None:
 
 def test_detect_schema_failure_explains_fix() -> None:
     with pytest.raises(DataError) as info:
-        detect_schema([{"question": "q", "answer": "a"}], file="train.jsonl")
+        detect_schema([{"q": "q", "a": "a"}], file="train.jsonl")
     message = str(info.value)
     assert message.startswith("train.jsonl: ")
-    assert "answer, question" in message
+    assert "(a, q)" in message
     assert "alpaca needs instruction + output" in message
     assert "prompt_completion needs prompt + completion" in message
     assert "messages needs messages" in message and "sharegpt needs conversations" in message
@@ -126,10 +126,10 @@ def test_unknown_role() -> None:
     messages = [
         {"role": "user", "content": "q"},
         {"role": "assistant", "content": "a"},
-        {"role": "tool", "content": "t"},
+        {"role": "robot", "content": "t"},
     ]
     assert reason({"messages": messages}, "messages") == (
-        "unknown role 'tool' in message 3; allowed: system, user, assistant"
+        "unknown role 'robot' in message 3; allowed: system, developer, user, assistant, tool, function"
     )
     assert "unknown role 'robot' in message 1" in reason(
         {"conversations": [{"from": "robot", "value": "x"}]}, "sharegpt"
@@ -158,8 +158,8 @@ def test_wrong_types() -> None:
     )
     assert "must be a list of message objects, got str" in reason({"messages": "hi"}, "messages")
     assert reason({"messages": ["hi"]}, "messages") == "message 1 must be an object, got str"
-    bad_content = {"messages": [{"role": "user", "content": ["q"]}, {"role": "assistant", "content": "a"}]}
-    assert reason(bad_content, "messages") == "message 1 content must be a string, got list"
+    bad_content = {"messages": [{"role": "user", "content": 7}, {"role": "assistant", "content": "a"}]}
+    assert reason(bad_content, "messages") == "message 1 content must be a string or a list of text parts, got int"
 
 
 def test_empty_message_content_and_missing_keys() -> None:

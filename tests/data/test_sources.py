@@ -44,7 +44,8 @@ def test_detect_format_unknown_extension_names_file_and_override() -> None:
 
 
 def test_unit_for_each_format() -> None:
-    assert [unit_for(f) for f in ("jsonl", "json", "csv", "parquet")] == ["line", "line", "line", "row"]
+    assert [unit_for(f) for f in ("jsonl", "json", "csv", "parquet", "arrow")] == [
+        "line", "line", "record", "row", "row"]
     with pytest.raises(DataError, match="data.file_format"):
         unit_for("xml")
 
@@ -77,7 +78,7 @@ def test_json_list_locations_are_start_lines(tmp_path: Path) -> None:
 
 def test_json_not_a_list_is_a_file_error(tmp_path: Path) -> None:
     path = tmp_path / "d.json"
-    path.write_text('{"data": []}', encoding="utf-8")
+    path.write_text('"just a string"', encoding="utf-8")
     with pytest.raises(DataError, match="expected a JSON list of records") as info:
         list(read_records(path))
     assert str(path) in str(info.value)
@@ -97,9 +98,9 @@ def test_csv_with_bom_and_quoted_newline(tmp_path: Path) -> None:
     text = 'instruction,output\r\n"Write\na poem",Roses\r\nSay hi,Hi\r\n'
     path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
     records = list(read_records(path))
-    assert records == [
-        SourceRecord(2, {"instruction": "Write\na poem", "output": "Roses"}, None),
-        SourceRecord(4, {"instruction": "Say hi", "output": "Hi"}, None),
+    assert records == [  # CSV locations are record numbers; the start line rides beside them
+        SourceRecord(1, {"instruction": "Write\na poem", "output": "Roses"}, None, 2),
+        SourceRecord(2, {"instruction": "Say hi", "output": "Hi"}, None, 4),
     ]
 
 
@@ -109,7 +110,8 @@ def test_csv_wrong_field_count_and_empty_values(tmp_path: Path) -> None:
     records = list(read_records(path))
     assert records[0].record == {"a": "1", "b": "2"}
     assert (
-        records[1].location == 3 and "expected 2 fields" in records[1].error and "got 3" in records[1].error
+        records[1].location == 2 and records[1].line == 3
+        and "expected 2 fields" in records[1].error and "got 3" in records[1].error
     )
     assert records[2].record == {"a": "", "b": ""}
 

@@ -264,3 +264,18 @@ def test_module_names_by_type_groups_leaf_modules(model_cache: Path) -> None:
     gpt2 = module_names_by_type(load_model(resolve_model("tiny-random:gpt2", model_cache)))
     assert gpt2["Conv1D"] == ["c_attn", "c_fc", "c_proj"]
     assert list(gpt2) == sorted(gpt2)
+
+
+def test_an_unreadable_hub_cache_is_reported_not_hidden_behind_a_download(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def snapshot_download(repo_id, local_files_only=False, **kwargs):
+        calls.append(local_files_only)
+        raise PermissionError(13, "Permission denied", str(kwargs["cache_dir"]))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    with pytest.raises(ModelError, match=r"cannot read the model cache .*hub \(PermissionError.*fix its permissions"):
+        resolve_model("hf:org/name", tmp_path)
+    assert calls == [True]  # the cache error stopped it: no download attempt on top

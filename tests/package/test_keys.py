@@ -48,3 +48,24 @@ def test_missing_or_ambiguous_key_says_how_to_fix(home):
     generate_keys(home)
     with pytest.raises(InputError, match="2 keys .*signing.key_id"):
         load_private_keys(home)
+
+
+def test_a_private_key_others_can_read_is_refused_naming_the_chmod_fix(home):
+    info = generate_keys(home)
+    path = info.path / "ed25519.key.pem"
+    path.chmod(0o644)
+    with pytest.raises(InputError, match=r"mode 644.*chmod 600 .*ed25519\.key\.pem"):
+        load_private_keys(home)
+    path.chmod(0o600)
+    assert load_private_keys(home).key_id == info.key_id
+
+
+def test_a_shared_studio_signs_only_with_an_encrypted_key(home, monkeypatch):
+    plain = generate_keys(home)
+    encrypted = generate_keys(home, passphrase="s3cret-pass")
+    monkeypatch.setenv("PEFT_STUDIO_SHARED", "1")
+    with pytest.raises(InputError, match="peft-studio keys generate --passphrase-env VAR"):
+        load_private_keys(home, plain.key_id)
+    assert load_private_keys(home, encrypted.key_id, "s3cret-pass").key_id == encrypted.key_id
+    monkeypatch.delenv("PEFT_STUDIO_SHARED")
+    assert load_private_keys(home, plain.key_id).key_id == plain.key_id  # the local CLI is not restricted

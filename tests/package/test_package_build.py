@@ -67,3 +67,35 @@ def test_archive_is_deterministic(package, tmp_path):
     (package / "manifest.json").touch()  # a new mtime must not change the archive
     b = export_archive(package, tmp_path / "b.tar.gz")
     assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("https://hub.example/x?token=abc123&rev=main", "https://hub.example/x?token=<redacted>&rev=main"),
+    ("https://u:p4ss@host/data.jsonl", "https://<redacted>@host/data.jsonl"),
+    ("header Authorization: Bearer eyJhbGciOi.xyz", "header Authorization: Bearer <redacted>"),
+    ("download with hf_abcdefgh12345678 failed", "download with <redacted> failed"),
+    ("s3://b/k?X-Amz-Signature=deadbeef01&X-Amz-Credential=AKIA/x",
+     "s3://b/k?X-Amz-Signature=<redacted>&X-Amz-Credential=<redacted>"),
+    ("token embeddings and basic configuration stay", "token embeddings and basic configuration stay"),
+])
+def test_scrub_finds_secrets_inside_strings(text, expected):
+    assert scrub({"note": text}) == {"note": expected}
+
+
+def test_evidence_names_data_files_by_name_and_digest_not_path(run_copy, tmp_path):
+    from studio_core.package.build import build_evidence
+
+    data_file = tmp_path / "private" / "corpora" / "contracts.jsonl"
+    config = json.loads((run_copy / "config.json").read_text())
+    config["data"]["path"], config["evaluation"]["test_path"] = str(data_file), str(run_copy / "artifacts" / "t.jsonl")
+    (run_copy / "config.json").write_text(json.dumps(config))
+    report_path = run_copy / "artifacts/data/report.json"
+    report = json.loads(report_path.read_text())
+    report["sources"][0]["file"] = str(data_file)
+    report_path.write_text(json.dumps(report))
+    evidence = build_evidence(run_copy)
+    assert str(tmp_path) not in json.dumps(evidence)  # no absolute local path of this machine
+    assert evidence["dataset"]["sources"][0]["file"] == "contracts.jsonl"
+    assert evidence["dataset"]["sources"][0]["sha256"] == report["sources"][0]["sha256"]
+    assert evidence["config"]["data"]["path"] == "contracts.jsonl"
+    assert evidence["config"]["evaluation"]["test_path"] == "artifacts/t.jsonl"  # inside the run: relative to it

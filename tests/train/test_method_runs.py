@@ -38,8 +38,9 @@ def base_and_adapter(run):
     return AutoModelForCausalLM.from_pretrained(base_path), PeftModel, str(run.artifacts / "adapter")
 
 
-def test_pissa_adapter_is_converted_to_load_on_the_original_base_and_evaluates_against_it(tmp_path):
-    run = method_run(tmp_path, {"name": "pissa", "r": 4, "alpha": 4})
+@pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto: bf16 where the CPU has it, the studio's default
+def test_pissa_adapter_is_converted_to_load_on_the_original_base_and_evaluates_against_it(tmp_path, precision):
+    run = method_run(tmp_path, {"name": "pissa", "r": 4, "alpha": 4}, precision=precision)
     init = read(run, "training_init.json")
     assert init["backend"] == "transformers+peft" and "unsloth" in init["backend_reason"]  # pissa is not unsloth's
     config = read(run, "adapter/adapter_config.json")

@@ -3,7 +3,7 @@
 from types import SimpleNamespace
 
 from studio_core.config import validate_config
-from studio_core.hardware.fit import estimate_for, fit_to_memory
+from studio_core.train.fit import estimate_for, fit_to_memory
 from studio_core.hardware.memory import GIB
 
 SMOLLM2 = SimpleNamespace(hidden_size=576, num_attention_heads=9, num_key_value_heads=3, num_hidden_layers=30,

@@ -1,0 +1,172 @@
+"""Does training in the studio run as fast as from the CLI? The same tiny run, alternated in one process:
+
+- `cli`: `peft-studio run CONFIG` in its own process (the baseline);
+- `studio`: the studio (`peft-studio studio`'s exact server options) with two browser sessions (Debian Chromium,
+  Playwright) watching the run's live monitor on the Runs page; the run is queued with `run --queue` and the
+  studio's supervisor runs it in a child process;
+- `studio-gc` (with --gc): the same, with Streamlit's forced `gc.collect()` after every script run switched back
+  on (`runner.postScriptGC=true`), to see whether the project's `postScriptGC=false` is still needed now that
+  the studio process holds no model.
+
+Throughput is training tokens per second: the median of the per-step figures in metrics.jsonl (the first two
+steps, which pay one-off costs, left out). Target: studio >= 0.95x cli. The two browsers share the 2 cores with
+the run: their CPU seconds and the studio server's are printed beside the ratio. Results in
+bench/results/studio_overhead.json.
+
+    .venv/bin/python bench/studio_overhead.py [--rounds 2] [--steps 40] [--gc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def config(steps: int) -> dict:
+    return {"name": "overhead", "model": {"ref": "tiny-random:llama"}, "data": {"demo_rows": 600, "max_length": 384},
+            "preflight": {"enabled": False}, "evaluation": {"enabled": False},
+            "training": {"max_steps": steps, "eval_steps": steps, "save_steps": steps, "per_device_batch_size": 4,
+                         "gradient_accumulation_steps": 1, "precision": "fp32", "eval_rows": 4}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tokens_per_s(run_dir: Path) -> float:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    figures = [m["tokens_per_s"] for m in lines if "loss" in m][2:]
+    return statistics.median(figures)
+
+
+def cli_round(cfg_file: Path, env: dict) -> dict:
+    home = Path(tempfile.mkdtemp(prefix="overhead-cli-"))
+    out = subprocess.run([sys.executable, "-m", "studio_core.cli", "run", str(cfg_file), "--home", str(home)],
+                         env=env, capture_output=True, text=True, check=True)
+    run_dir = Path(out.stdout.strip().splitlines()[-1])
+    return {"tokens_per_s": tokens_per_s(run_dir), "run": str(run_dir)}
+
+
+def chromium_cpu_s() -> float:
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if "chrom" in (p.info["name"] or ""):
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.Error:
+                continue
+    return total
+
+
+def studio_round(cfg_file: Path, env: dict, gc_on: bool) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    from studio_core.share import streamlit_command
+
+    home = Path(tempfile.mkdtemp(prefix="overhead-studio-"))
+    port = free_port()
+    command = streamlit_command(port, False) + (["--runner.postScriptGC", "true"] if gc_on else [])
+    studio = subprocess.Popen(command, env={**env, "PEFT_STUDIO_HOME": str(home)}, cwd=tempfile.gettempdir(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            pages = []
+            for _ in range(2):  # two teammates; the first page view also starts the studio's supervisor
+                page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                page.goto(f"{url}/runs")
+                page.get_by_role("heading", name="Runs").first.wait_for(timeout=60_000)
+                pages.append(page)
+            out = subprocess.run([sys.executable, "-m", "studio_core.cli", "run", str(cfg_file), "--queue", "--home",
+                                  str(home)], env=env, capture_output=True, text=True, check=True)
+            run_dir = Path(out.stdout.strip().splitlines()[-1])
+            for page in pages:
+                page.reload()  # the Runs page now watches the new run (the newest), its monitor refreshing each second
+            server = psutil.Process(studio.pid)
+            server_cpu0, browser_cpu0, t0 = sum(server.cpu_times()[:2]), chromium_cpu_s(), time.time()
+            while json.loads((run_dir / "status.json").read_text())["state"] in ("queued", "running") or \
+                    not json.loads((run_dir / "job.json").read_text() if (run_dir / "job.json").exists()
+                                   else "{}").get("ended_at"):
+                for page in pages:
+                    page.wait_for_timeout(250)  # keeps the pages' event loops (and their polling) going
+            wall = time.time() - t0
+            server_cpu, browser_cpu = sum(server.cpu_times()[:2]) - server_cpu0, chromium_cpu_s() - browser_cpu0
+            browser.close()
+        state = json.loads((run_dir / "status.json").read_text())["state"]
+        if state != "completed":
+            raise RuntimeError(f"studio run {run_dir} ended {state}")
+        return {"tokens_per_s": tokens_per_s(run_dir), "run": str(run_dir), "wall_s": round(wall, 1),
+                "studio_server_cpu_s": round(server_cpu, 1), "browsers_cpu_s": round(browser_cpu, 1)}
+    finally:
+        studio.terminate()
+        studio.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--gc", action="store_true", help="also measure the studio with postScriptGC back on")
+    args = parser.parse_args()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cfg_file = Path(tempfile.mkdtemp(prefix="overhead-")) / "config.json"
+    cfg_file.write_text(json.dumps(config(args.steps)))
+    variants = ["cli", "studio"] + (["studio-gc"] if args.gc else [])
+    results: dict[str, list[dict]] = {v: [] for v in variants}
+    for round_ in range(args.rounds):
+        for variant in variants:  # alternated: cli, studio, (studio-gc), cli, studio, ...
+            r = cli_round(cfg_file, env) if variant == "cli" else studio_round(cfg_file, env, variant == "studio-gc")
+            results[variant].append(r)
+            print(f"round {round_ + 1} {variant:9s} {r['tokens_per_s']:8.1f} tokens/s"
+                  + (f"  (studio server {r['studio_server_cpu_s']} CPU s, browsers {r['browsers_cpu_s']} CPU s, "
+                     f"run {r['wall_s']} s)" if "wall_s" in r else ""), flush=True)
+    base = statistics.median(r["tokens_per_s"] for r in results["cli"])
+    print(f"\n{'variant':10s} {'tokens/s':>9s} {'x cli':>6s} {'server CPU s':>13s} {'browsers CPU s':>15s}")
+    summary = {}
+    for variant, rows in results.items():
+        tps = statistics.median(r["tokens_per_s"] for r in rows)
+        server = statistics.median(r.get("studio_server_cpu_s", 0) for r in rows)
+        browsers = statistics.median(r.get("browsers_cpu_s", 0) for r in rows)
+        summary[variant] = {"tokens_per_s": tps, "ratio_to_cli": tps / base, "server_cpu_s": server,
+                            "browsers_cpu_s": browsers, "rounds": rows}
+        print(f"{variant:10s} {tps:9.1f} {tps / base:6.2f} {server:13.1f} {browsers:15.1f}")
+    out = ROOT / "bench" / "results" / "studio_overhead.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"steps": args.steps, "rounds": args.rounds, "results": summary}, indent=2))
+    ratio = summary["studio"]["ratio_to_cli"]
+    print(f"\nstudio / cli = {ratio:.2f} (target >= 0.95): {'met' if ratio >= 0.95 else 'NOT met'}")
+    return 0 if ratio >= 0.95 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
