@@ -19,7 +19,7 @@ ACTIVE = ("queued", "running")
 
 def run_plan(config: RunConfig) -> list[str]:
     """What the run will do, as the engine will do it (simulation caps included)."""
-    from studio_core.stages import simulation_training
+    from studio_core.train.lifecycle import simulation_training
 
     steps = [f"{s.number} {s.title}" for s in STAGES if is_enabled(s, config)]
     lines = ["Steps: " + ", ".join(steps)]

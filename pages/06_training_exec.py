@@ -6,7 +6,7 @@ from app import activity
 from app.monitor import ACTIVE, render_run
 from app.session import RUN_KEY, config_data
 from app.steps import step_form, step_header, step_nav
-from studio_core.stages import SIMULATION_STEPS
+from studio_core.train.lifecycle import SIMULATION_STEPS
 
 
 def _shown():
