@@ -181,8 +181,9 @@ def _outcome(run, status: dict, events: list[dict], key: str) -> None:
         who = f" (asked by {asked[-1].get('requested_by')})" if asked else ""
         st.info(f"Cancelled{who}. Resume continues from the last checkpoint.")
     elif state == "interrupted":
-        st.warning("Interrupted: the process running it stopped (the studio was closed or killed). Resume "
-                   "continues from the last checkpoint.")
+        why = status.get("error") or "the process running it stopped (the studio was closed or killed)"
+        st.warning(f"Interrupted: {why}. Resume continues from the last checkpoint.")
+        _log(run, events)
 
 
 def _completed(run) -> None:
