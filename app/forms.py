@@ -18,7 +18,8 @@ import streamlit as st
 
 from app.labels import label_for
 from app.session import config_data, field_text, get_value, problems, set_value
-from studio_core.config import METHOD_IDS, RunConfig, method_section, switch_method
+from studio_core.config import METHOD_IDS, RunConfig, method_section
+from studio_core.methods import switch_method
 
 ALWAYS_ON = ("data", "model")  # steps every run needs: no "enabled" box
 # Fields shown first; the rest of a section sits under "More settings". Sections not listed show everything.
@@ -146,7 +147,7 @@ def _choice(path, key, label, help_text, annotation, disabled, targets):
 
 
 def _method(path, key, label, help_text, annotation, disabled, targets):
-    from studio_core.train.methods import get_method
+    from studio_core.methods import get_method
 
     _seed(key, get_value(path))
     st.selectbox(label, list(METHOD_IDS), format_func=lambda m: f"{get_method(m).title} ({m})", help=help_text,

@@ -76,7 +76,8 @@ def measure_one(spec: dict) -> dict:
     from studio_core.models.resolve import load_model, resolve_model
     from studio_core.models.targets import default_target_modules
     from studio_core.runs import model_cache_dir, studio_home
-    from studio_core.train.methods import apply_method, count_parameters, get_method
+    from studio_core.methods import get_method
+    from studio_core.train.adapters import apply_method, count_parameters
 
     torch.manual_seed(0)
     resolved = resolve_model(spec["model"], model_cache_dir(studio_home()))  # digests the weights: before the baseline

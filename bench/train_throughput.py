@@ -68,7 +68,7 @@ from studio_core.config import validate_config
 from studio_core.data.tokenize import tokenize_conversation
 from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
 from studio_core.models.targets import default_target_modules
-from studio_core.train.methods import apply_method
+from studio_core.train.adapters import apply_method
 from studio_core.train.trainer import train
 
 model_ref, cache, rows_file, steps, batch, seq, precision, out_dir = sys.argv[1:9]

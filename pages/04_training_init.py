@@ -9,7 +9,7 @@ from app.session import config_data, replace_config, validated_config
 from app.steps import step_header, step_form, step_nav
 from studio_core.errors import StudioError
 from studio_core.runs import studio_home
-from studio_core.train.methods import method_table
+from studio_core.train.adapters import method_table
 from studio_core.train.presets import PRESETS
 
 RESULT = "preset:result"  # (what was applied, the method section it produced): shown while the method still is that

@@ -420,7 +420,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from studio_core.train.methods import method_table
+    from studio_core.train.adapters import method_table
 
     rows = method_table()
     table = Table(title="PEFT methods (--method ID)")

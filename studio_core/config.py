@@ -9,19 +9,16 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
 
 from studio_core.errors import ConfigError, Problem
+from studio_core.methods import METHOD_IDS, METHOD_SECTIONS, method_problems, method_section
+from studio_core.methods.lora import LoraMethod
+from studio_core.sections import Section
 
 EMBEDDED_MODEL_REF = "embedded:smollm2-135m-instruct"
 DEMO_DATA_REF = "demo:legal-audit"
 DEFAULT_SAVE_STEPS = 20
-
-
-class Section(BaseModel):
-    """Base of every step's section: strict about unknown keys so typos are caught."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DataConfig(Section):
@@ -91,152 +88,6 @@ class PreflightConfig(Section):
     )
 
 
-TARGETS_DESCRIPTION = (
-    "Module names to adapt; 'auto' uses the architecture's attention and MLP projections (every linear layer "
-    "for an architecture the studio does not know)."
-)
-
-
-class _AdapterMethod(Section):
-    """Fields every method shares; each method's own parameters follow in its class."""
-
-    enabled: bool = Field(True, description="Run step 4, Training Init (build the PEFT model).")
-
-
-class _TargetedMethod(_AdapterMethod):
-    target_modules: list[str] | Literal["auto"] = Field("auto", description=TARGETS_DESCRIPTION)
-
-
-class LoraMethod(_TargetedMethod):
-    name: Literal["lora", "qlora", "dora", "rslora"] = Field(
-        "lora", description="PEFT method (see the method table on this page); the parameters below are its own."
-    )
-    r: int = Field(16, ge=1, le=1024, description="LoRA rank: the inner dimension of the update B @ A.")
-    alpha: float = Field(32.0, gt=0, description="LoRA alpha; the update is scaled by alpha / r "
-                         "(alpha / sqrt(r) for rslora).")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
-    init: Literal["default", "gaussian", "olora", "loftq"] = Field(
-        "default",
-        description="Adapter initialisation: 'default' (A Kaiming-uniform, B zero), 'gaussian', 'olora' "
-        "(orthonormal, from a QR of the base weight; not for qlora), 'loftq' (qlora only: initialises the "
-        "adapter to cancel the 4-bit quantization error).",
-    )
-
-
-class PissaMethod(_TargetedMethod):
-    name: Literal["pissa"] = Field("pissa", description="PEFT method.")
-    r: int = Field(16, ge=1, le=1024, description="Rank: the number of principal singular vectors trained.")
-    alpha: float = Field(16.0, gt=0, description="Scale alpha / r; PiSSA expects alpha = r (scale 1).")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input; PiSSA expects 0.")
-    svd_iterations: int = Field(
-        4, ge=0, le=64,
-        description="Subspace iterations of the fast randomized SVD; 0 runs the exact SVD (slow on large weights).",
-    )
-
-
-class AdaLoraMethod(_TargetedMethod):
-    name: Literal["adalora"] = Field("adalora", description="PEFT method.")
-    init_r: int = Field(12, ge=1, le=1024, description="Rank every module starts with.")
-    target_r: int = Field(8, ge=1, le=1024, description="Average rank per module once the budget is pruned.")
-    alpha: float = Field(32.0, gt=0, description="Scale of the update (alpha / r).")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
-    warmup_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="Fraction of training.max_steps before rank pruning starts (tinit)."
-    )
-    final_fraction: float = Field(
-        0.3, ge=0.0, lt=1.0, description="Fraction of training.max_steps at the end trained at the final ranks "
-        "(tfinal).",
-    )
-    update_every: int = Field(1, ge=1, description="Steps between two rank reallocations (deltaT).")
-    orth_reg_weight: float = Field(0.5, ge=0.0, description="Weight of the orthogonality regulariser on P and Q.")
-
-
-class IA3Method(_TargetedMethod):
-    name: Literal["ia3"] = Field("ia3", description="PEFT method.")
-    feedforward_modules: list[str] | Literal["auto"] = Field(
-        "auto",
-        description="Which of the target modules are feed-forward (scaled on their input, not output); 'auto' "
-        "takes the MLP projections among them.",
-    )
-
-
-class LohaMethod(_TargetedMethod):
-    name: Literal["loha"] = Field("loha", description="PEFT method.")
-    r: int = Field(8, ge=1, le=1024, description="Rank of each of the two Hadamard factors.")
-    alpha: float = Field(16.0, gt=0, description="Scale of the update (alpha / r).")
-    rank_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on each rank during training.")
-    module_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Probability of skipping a module's update.")
-
-
-class LokrMethod(_TargetedMethod):
-    name: Literal["lokr"] = Field("lokr", description="PEFT method.")
-    r: int = Field(8, ge=1, le=1024, description="Rank of the low-rank Kronecker factor.")
-    alpha: float = Field(16.0, gt=0, description="Scale of the update (alpha / r).")
-    decompose_factor: int = Field(
-        -1, description="Factor the weight shape is split by; -1 picks the factorisation closest to square."
-    )
-    rank_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on each rank during training.")
-    module_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Probability of skipping a module's update.")
-
-
-class OftMethod(_TargetedMethod):
-    name: Literal["oft"] = Field("oft", description="PEFT method.")
-    block_size: int = Field(
-        32, ge=2, description="Size of the orthogonal blocks; must divide every target module's input features."
-    )
-    module_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Probability of dropping a whole block.")
-    constrained: bool = Field(False, description="COFT: keep the rotation within eps of the identity.")
-    eps: float = Field(6e-5, gt=0.0, description="COFT's bound on the rotation (when constrained).")
-    block_share: bool = Field(False, description="One rotation shared by every block of a module.")
-
-
-class BoftMethod(_TargetedMethod):
-    name: Literal["boft"] = Field("boft", description="PEFT method.")
-    block_size: int = Field(
-        4, ge=1, description="Size of the butterfly blocks; must divide every target module's input features."
-    )
-    butterfly_factor: int = Field(
-        1, ge=1, description="Number of butterfly factors; 1 is plain block-diagonal OFT. Each factor doubles "
-        "the effective block size.",
-    )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Multiplicative dropout on the butterfly blocks.")
-
-
-class VeraMethod(_TargetedMethod):
-    name: Literal["vera"] = Field("vera", description="PEFT method.")
-    r: int = Field(256, ge=1, le=8192, description="Rank of the shared frozen random matrices (VeRA uses a "
-                   "large r: only two scaling vectors per module train).")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
-    d_initial: float = Field(0.1, gt=0.0, description="Initial value of the trained d scaling vector.")
-
-
-class PrefixMethod(_AdapterMethod):
-    name: Literal["prefix"] = Field("prefix", description="PEFT method.")
-    virtual_tokens: int = Field(20, ge=1, le=512, description="Trained key/value prefix length at every layer.")
-    projection: bool = Field(
-        False, description="Reparametrise the prefix through a 2-layer MLP (more parameters, often steadier)."
-    )
-    projection_hidden: int = Field(512, ge=1, description="Hidden size of that MLP (when projection is on).")
-
-
-class PromptMethod(_AdapterMethod):
-    name: Literal["prompt"] = Field("prompt", description="PEFT method.")
-    virtual_tokens: int = Field(20, ge=1, le=512, description="Trained soft-prompt tokens prepended to the input.")
-    init: Literal["random", "text"] = Field(
-        "random", description="Start the soft prompt from random vectors or from the embeddings of init_text."
-    )
-    init_text: str | None = Field(
-        None, description="Text whose token embeddings initialise the soft prompt (init='text'), e.g. a short "
-        "task instruction.",
-    )
-
-
-METHOD_SECTIONS: tuple[type[_AdapterMethod], ...] = (
-    LoraMethod, PissaMethod, AdaLoraMethod, IA3Method, LohaMethod, LokrMethod, OftMethod, BoftMethod, VeraMethod,
-    PrefixMethod, PromptMethod,
-)
-METHOD_IDS: tuple[str, ...] = tuple(i for cls in METHOD_SECTIONS for i in get_args(cls.model_fields["name"].annotation))
-
 
 def _method_tag(value: Any) -> str | None:
     """The method section's class: by its `name`, LoRA when a config file leaves the name out."""
@@ -252,70 +103,6 @@ MethodSection = Annotated[
                   custom_error_message="not a method; choose one of: " + ", ".join(METHOD_IDS)),
 ]
 
-
-def method_section(name: str) -> type[_AdapterMethod]:
-    """The parameter class of method `name` (several LoRA variants share one)."""
-    for cls in METHOD_SECTIONS:
-        if name in get_args(cls.model_fields["name"].annotation):
-            return cls
-    raise KeyError(name)
-
-
-def method_config(name: str = "lora", **values: Any) -> _AdapterMethod:
-    """A validated method section: `method_config("ia3")`, `method_config("lora", r=8)`."""
-    return method_section(name)(name=name, **values)
-
-
-def switch_method(data: dict[str, Any], name: str) -> dict[str, Any]:
-    """Method data for `name` with its own defaults, keeping the settings the two methods share."""
-    cls = method_section(name)
-    kept = {k: v for k, v in data.items() if k in ("enabled", "target_modules") and k in cls.model_fields}
-    if data.get("name") in METHOD_IDS and method_section(data["name"]) is cls:
-        kept = {k: v for k, v in data.items() if k in cls.model_fields}
-    try:
-        return cls(**{**kept, "name": name}).model_dump(mode="json")
-    except ValidationError:  # a kept value is invalid: validation reports it against the field
-        return {**cls(name=name).model_dump(mode="json"), **kept, "name": name}
-
-
-NOT_MERGEABLE = ("prefix", "prompt")
-
-
-def method_problems(config: RunConfig) -> list[Problem]:
-    """Invalid method settings and combinations, each with the option to change (in peft's own terms)."""
-    m, problems = config.method, []
-    if isinstance(m, LoraMethod):
-        if m.init == "loftq" and m.name != "qlora":
-            problems.append(Problem("method.init", "loftq initialises the adapter against the 4-bit quantization "
-                                    "error, so it needs method.name=qlora; use init=default for " + m.name))
-        if m.init == "olora" and m.name == "qlora":
-            problems.append(Problem("method.init", "olora rewrites the base weights, which a 4-bit base cannot "
-                                    "hold; use init=default or loftq, or method.name=lora"))
-    if isinstance(m, AdaLoraMethod):
-        if m.target_r > m.init_r:
-            problems.append(Problem("method.target_r", f"{m.target_r} exceeds method.init_r={m.init_r}: AdaLoRA "
-                                    "prunes ranks down from init_r; set target_r <= init_r"))
-        pruning_steps = config.training.max_steps * (1 - m.warmup_fraction - m.final_fraction)
-        if pruning_steps < 1:
-            problems.append(Problem("method.final_fraction", "warmup_fraction + final_fraction leave no step of "
-                                    f"training.max_steps={config.training.max_steps} to prune ranks in; lower "
-                                    "them or raise training.max_steps"))
-    if isinstance(m, IA3Method) and isinstance(m.feedforward_modules, list) and isinstance(m.target_modules, list):
-        extra = sorted(set(m.feedforward_modules) - set(m.target_modules))
-        if extra:
-            problems.append(Problem("method.feedforward_modules", f"{', '.join(extra)} not in "
-                                    "method.target_modules: feed-forward modules must be a subset of the targets"))
-    if isinstance(m, PromptMethod):
-        if m.init == "text" and not m.init_text:
-            problems.append(Problem("method.init_text", "init=text needs the text to start from; set init_text "
-                                    "(e.g. a one-line task instruction) or use init=random"))
-        if m.init == "random" and m.init_text:
-            problems.append(Problem("method.init", "init_text is set but init=random ignores it; set init=text"))
-    if m.name in NOT_MERGEABLE and config.export.enabled:
-        problems.append(Problem("export.enabled", f"{m.name} tuning adds virtual tokens instead of changing "
-                                "weights, so there is no merged model to export; set export.enabled=false "
-                                "(and compile.enabled=false) or choose a mergeable method"))
-    return problems
 
 
 class TrainingConfig(Section):

@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from studio_core.config import METHOD_IDS, RunConfig, did_you_mean, all_field_paths, switch_method, validate_config
+from studio_core.config import METHOD_IDS, RunConfig, all_field_paths, did_you_mean, validate_config
 from studio_core.errors import ConfigError, Problem
+from studio_core.methods import switch_method
 
 
 def read_json_file(path: str | Path, what: str = "config") -> Any:

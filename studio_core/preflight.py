@@ -16,7 +16,8 @@ from studio_core.data.prepare import PreparedData
 from studio_core.hardware.memory import GIB
 from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
 from studio_core.train.batching import collate
-from studio_core.train.methods import count_parameters, fit_problems, get_method
+from studio_core.methods import get_method
+from studio_core.train.adapters import count_parameters, fit_problems
 from studio_core.train.precision import autocast, resolve_precision
 
 
@@ -157,7 +158,7 @@ def check_disk(report: PreflightReport, cfg: RunConfig, run_path, base_params: i
     """
     import shutil
 
-    from studio_core.train.methods import get_method
+    from studio_core.methods import get_method
 
     t, fp32 = cfg.training, 4
     adapter = adapter_params * fp32

@@ -78,7 +78,7 @@ def preflight_check(ctx: RunContext) -> None:
     from studio_core import preflight as pf
     from studio_core.errors import PreflightError
     from studio_core.hardware import hardware_profile
-    from studio_core.train.methods import count_parameters
+    from studio_core.train.adapters import count_parameters
 
     cfg = ctx.config
     report = pf.PreflightReport()
@@ -126,7 +126,8 @@ def training_init(ctx: RunContext) -> None:
 
     from studio_core.errors import ConfigError, Problem
     from studio_core.hardware import hardware_profile
-    from studio_core.train.methods import count_parameters, get_method, rewrites_base, save_initial_adapter
+    from studio_core.methods import get_method
+    from studio_core.train.adapters import count_parameters, rewrites_base, save_initial_adapter
     from studio_core.train.precision import resolve_precision
 
     cfg = ctx.config

@@ -25,7 +25,7 @@ class Fit:
 def estimate_for(cfg, model_config, base_params: int, adapter_params: int, precision: str,
                  device: str = "cpu") -> MemoryEstimate:
     """The training-memory estimate of `cfg` on a model with this config and these parameter counts."""
-    from studio_core.train.methods import get_method
+    from studio_core.methods import get_method
 
     return estimate_training_memory(
         base_params=base_params, adapter_params=adapter_params, **model_shape(model_config),
@@ -38,7 +38,7 @@ def estimate_for(cfg, model_config, base_params: int, adapter_params: int, preci
 
 def with_changes(cfg, changes: dict[str, Any]):
     """`cfg` with dotted-path changes (method.name switches the method section, keeping its shared fields)."""
-    from studio_core.config import switch_method
+    from studio_core.methods import switch_method
 
     data = cfg.model_dump(mode="json")
     for path, value in changes.items():
@@ -113,7 +113,8 @@ def fit_config(cfg, home=None) -> Fit:
     from studio_core.models.resolve import load_empty_model, resolve_in_home
     from studio_core.models.targets import default_target_modules
     from studio_core.runs import studio_home
-    from studio_core.train.methods import BuildContext, apply_method, count_parameters, rewrites_base
+    from studio_core.methods import BuildContext
+    from studio_core.train.adapters import apply_method, count_parameters, rewrites_base
     from studio_core.train.precision import resolve_precision
 
     profile = hardware_profile(studio_home(home))

@@ -25,7 +25,7 @@ def simulation_training(cfg):
 def load_training_model(ctx: RunContext, precision: str):
     """The model later stages train: the real weights, or the simulation's tiny stand-in."""
     from studio_core.models.resolve import load_model, load_simulation_model
-    from studio_core.train.methods import get_method
+    from studio_core.methods import get_method
 
     model = ctx.resolved_model()
     if ctx.simulated:
@@ -37,7 +37,8 @@ def load_training_model(ctx: RunContext, precision: str):
 def build_peft_model(ctx: RunContext, model):
     """The configured method on `model` (targets per method and architecture when 'auto'); returns it and them."""
     from studio_core.models.targets import default_target_modules
-    from studio_core.train.methods import BuildContext, apply_method
+    from studio_core.methods import BuildContext
+    from studio_core.train.adapters import apply_method
 
     section = ctx.config.method
     targets = getattr(section, "target_modules", [])
@@ -69,7 +70,7 @@ def build_with_unsloth(ctx: RunContext, precision: str):
     """LoRA/QLoRA through unsloth's FastLanguageModel (fused kernels); the rest of the run is unchanged."""
     from studio_core.models.targets import ARCHITECTURE_TARGETS
     from studio_core.train.backends import load_with_unsloth
-    from studio_core.train.methods import get_method
+    from studio_core.methods import get_method
 
     cfg, model = ctx.config, ctx.resolved_model()
     targets = cfg.method.target_modules
@@ -87,7 +88,8 @@ def build_with_unsloth(ctx: RunContext, precision: str):
 def save_and_merge(ctx: RunContext) -> None:
     from studio_core.train.batching import collate
     from studio_core.train.merge import merge_adapter, save_adapter
-    from studio_core.train.methods import get_method, rewrites_base
+    from studio_core.methods import get_method
+    from studio_core.train.adapters import rewrites_base
 
     base_record = ctx.resolved_model().record()
     if ctx.simulated:
@@ -159,7 +161,7 @@ def check_reload(ctx: RunContext, adapter_dir: Path, batch: dict, swap: bool) ->
 def fresh_base(ctx: RunContext):
     """The base to merge into, in fp32: QLoRA's is its 4-bit base de-quantized (what the adapter trained on)."""
     from studio_core.models.resolve import load_model
-    from studio_core.train.methods import get_method
+    from studio_core.methods import get_method
 
     if ctx.simulated:
         from transformers import AutoModelForCausalLM
@@ -172,7 +174,7 @@ def fresh_base(ctx: RunContext):
 
 
 def merge_base_description(ctx: RunContext) -> str:
-    from studio_core.train.methods import get_method
+    from studio_core.methods import get_method
 
     if ctx.simulated:
         return "the simulation's tiny random base (fp32)"
@@ -192,7 +194,7 @@ def trained_model(ctx: RunContext):
         from peft import PeftModel
 
         from studio_core.models.resolve import load_model
-        from studio_core.train.methods import get_method
+        from studio_core.methods import get_method
 
         adapter = ctx.run.artifacts / "adapter"
         if not (adapter / "adapter_config.json").is_file():

@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio_core.config import TrainingConfig, switch_method
+from studio_core.config import TrainingConfig
+from studio_core.methods import switch_method
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, Traine
 
 from studio_core.config import RunConfig
 from studio_core.train.batching import Collator, TokenizedDataset
-from studio_core.train.methods import training_callbacks
+from studio_core.train.adapters import training_callbacks
 
 CHECKPOINTS = "checkpoints"
 

@@ -96,10 +96,10 @@ def test_greedy_answer_knows_the_capital_of_france(embedded_model_dir: Path, mod
 def test_qlora_4bit_load_gives_linear4bit_and_a_finite_loss(embedded_model_dir: Path, model_cache: Path) -> None:
     import torch
 
-    from studio_core.config import method_config
+    from studio_core.methods import method_config
     from studio_core.data.tokenize import tokenize_conversation
     from studio_core.train.batching import collate
-    from studio_core.train.methods import apply_method, count_parameters
+    from studio_core.train.adapters import apply_method, count_parameters
 
     resolved = resolve_model(REF, model_cache)
     model = load_model(resolved, quantize_4bit=True, compute_dtype="bf16")

@@ -9,11 +9,13 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from studio_core.config import METHOD_IDS, RunConfig, method_config, switch_method, validate_config
+from studio_core.config import METHOD_IDS, RunConfig, validate_config
+from studio_core.methods import method_config, switch_method
 from studio_core.errors import ConfigError
 from studio_core.models.targets import default_target_modules
 from studio_core.models.tiny import _family_config, build_random_model
-from studio_core.train.methods import METHODS, BuildContext, apply_method, count_parameters, fit_problems
+from studio_core.methods import BuildContext, METHODS
+from studio_core.train.adapters import apply_method, count_parameters, fit_problems
 from studio_core.train.presets import PRESET_IDS, apply_preset
 
 FAMILIES = ("llama", "gpt2", "qwen2", "gpt_neox")

@@ -208,9 +208,9 @@ def test_qlora_gradients_after_an_evaluation_equal_those_without_one(tmp_path):
     """bitsandbytes repacks 4-bit weights for CPU inference at the first eval forward; training must not see that."""
     import torch
 
-    from studio_core.config import method_config
+    from studio_core.methods import method_config
     from studio_core.models.resolve import load_model, resolve_model
-    from studio_core.train.methods import apply_method
+    from studio_core.train.adapters import apply_method
 
     resolved = resolve_model("tiny-random:llama", Path(os.environ["PEFT_STUDIO_MODEL_CACHE"]))
     ids = torch.randint(3, 250, (2, 24), generator=torch.Generator().manual_seed(0))
