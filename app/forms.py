@@ -313,12 +313,14 @@ def _columns(path, key, label, help_text, annotation, disabled, targets):
         f for f in CANONICAL_FIELDS if f in REQUIRED_FIELDS.get(layout, ()) or f in (("input", "system") if layout == "alpaca" else ("system",))]
     fields += [f for f in mapping if f not in fields]  # a mapped field the layout does not use stays visible
     st.markdown(f"**{label}**", help=help_text + "\n\nLeave a box empty where your file uses that name already.")
-    cells = st.columns(4)
-    for i, field in enumerate(fields):
-        cell_key = f"{key}.{field}"
-        _seed(cell_key, mapping.get(field, ""))
-        cells[i % 4].text_input(f"{field}: my column", key=cell_key, disabled=disabled, placeholder=field,
-                                on_change=_commit_column, args=(path, cell_key, field))
+    shown = ", ".join(f"{k} → {v}" for k, v in mapping.items()) or "none: the usual column names are read"
+    with st.expander(f"Map your columns ({shown})", expanded=bool(mapping)):
+        cells = st.columns(4)
+        for i, field in enumerate(fields):
+            cell_key = f"{key}.{field}"
+            _seed(cell_key, mapping.get(field, ""))
+            cells[i % 4].text_input(f"{field}: my column", key=cell_key, disabled=disabled, placeholder=field,
+                                    on_change=_commit_column, args=(path, cell_key, field))
 
 
 def _commit_column(path: str, key: str, field: str) -> None:

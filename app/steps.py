@@ -133,6 +133,6 @@ def preview_button(label: str, key: str, spinner: str, compute, help: str | None
                 except StudioError as e:
                     st.error(str(e))
                     if "data.columns" in str(e):
-                        st.info("In the studio: write your column's name in the Column mapping boxes above, e.g. "
-                                "`question` under instruction and `answer` under output.")
+                        st.info("In the studio: open \"Map your columns\" above and write your column's name in "
+                                "the field's box, e.g. `question` for instruction and `answer` for output.")
     return st.session_state.get(f"{key}:result")

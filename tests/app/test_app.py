@@ -390,3 +390,13 @@ def test_a_failed_run_names_its_stage_and_its_settings_open_in_the_wizard(studio
     assert [t.value for t in at.title] == ["3. Pre-flight Check"]
     assert at.session_state["run_config"]["method"]["target_modules"] == ["nope_proj"]
     assert at.session_state["run_config"]["name"] == "broken"
+
+
+def test_the_column_mapping_boxes_write_the_mapping_and_an_empty_box_removes_it(studio_env: Path) -> None:
+    at = _page(_run(MAIN), "01_data_resolve.py")
+    at.text_input(key="field:data.columns.instruction").input("question").run()
+    at.text_input(key="field:data.columns.output").input("answer").run()
+    assert at.session_state["run_config"]["data"]["columns"] == {"instruction": "question", "output": "answer"}
+    assert 'data.columns={"instruction": "question", "output": "answer"}' in at.sidebar.code[0].value
+    at.text_input(key="field:data.columns.instruction").input("").run()
+    assert at.session_state["run_config"]["data"]["columns"] == {"output": "answer"}
