@@ -130,8 +130,13 @@ def _seed(key: str, value: Any) -> None:
     st.session_state[key] = value
 
 
+PAIRED = {"method.enabled": "training.enabled", "training.enabled": "method.enabled"}  # they run together
+
+
 def _commit(path: str, key: str, convert=lambda v: v) -> None:
     set_value(path, convert(st.session_state[key]))
+    if path in PAIRED:  # Training Init builds what Training Exec trains: one switch turns both
+        set_value(PAIRED[path], convert(st.session_state[key]))
 
 
 def _bool(path, key, label, help_text, annotation, disabled, targets):

@@ -400,3 +400,11 @@ def test_the_column_mapping_boxes_write_the_mapping_and_an_empty_box_removes_it(
     assert 'data.columns={"instruction": "question", "output": "answer"}' in at.sidebar.code[0].value
     at.text_input(key="field:data.columns.instruction").input("").run()
     assert at.session_state["run_config"]["data"]["columns"] == {"output": "answer"}
+
+
+def test_turning_training_off_turns_training_init_off_with_it(studio_env: Path) -> None:
+    at = _page(_run(MAIN), "06_training_exec.py")
+    at.checkbox(key="field:training.enabled").uncheck().run()
+    config = at.session_state["run_config"]
+    assert config["training"]["enabled"] is False and config["method"]["enabled"] is False
+    assert not [e for e in at.error if "run together" in e.value]  # no cross-field error to fix by hand
