@@ -1,4 +1,5 @@
-"""PEFT Studio: `peft-studio studio` (or `make studio`). The wizard's twelve steps in order, plus Runs and Hardware."""
+"""PEFT Studio: `peft-studio studio` (or `make studio`). Home, the wizard's twelve steps in order, then Runs and
+Hardware."""
 
 import sys
 from pathlib import Path
@@ -10,10 +11,10 @@ if str(ROOT) not in sys.path:  # the pages import the shared UI pieces as `app.*
 import streamlit as st  # noqa: E402
 
 from app.access import guard  # noqa: E402
-from app.forms import sync_widgets  # noqa: E402
+from app.session import keep_draft  # noqa: E402
 from app.sidebar import render_sidebar  # noqa: E402
+from app.steps import step_title  # noqa: E402
 from studio_core.jobs import JOBS  # noqa: E402
-from studio_core.workflow import STAGES  # noqa: E402
 
 PAGES = ROOT / "pages"
 
@@ -22,9 +23,10 @@ JOBS.supervisor()  # the queue's worker: started once per studio process, it run
 guard()  # before any page: the shared studio's token gate; a warning if server settings are missing
 steps = sorted(PAGES.glob("[0-9][0-9]_*.py"))
 navigation = st.navigation({
-    "Wizard": [st.Page(str(p), title=f"{int(p.name[:2])}. {STAGES[int(p.name[:2]) - 1].title}") for p in steps],
+    "Start": [st.Page(str(PAGES / "home.py"), title="Home", default=True)],
+    "Wizard": [st.Page(str(p), title=step_title(int(p.name[:2]))) for p in steps],
     "Studio": [st.Page(str(PAGES / "runs.py"), title="Runs"), st.Page(str(PAGES / "hardware.py"), title="Hardware")],
 }, expanded=True)  # all twelve steps visible, no "view more"
-sync_widgets()
+keep_draft()  # callbacks have already written this rerun's edits to the config
 render_sidebar()
 navigation.run()

@@ -1,41 +1,52 @@
-"""Step 1, Data Resolve: the data section, an upload, and a preview of what the engine will train on."""
+"""Step 1, Data Resolve: an upload, the data settings, a preview of what the engine will train on, the last run's
+data report."""
 
 import streamlit as st
 
-from app.charts import histogram_chart
+from app import results
 from app.previews import preview_data
-from app.session import config_data
-from app.steps import preview_button, step_page
+from app.session import set_value
+from app.steps import preview_button, step_header, step_form, step_nav
 from studio_core.errors import StudioError
 from studio_core.runs import studio_home
 from studio_core.uploads import sanitise_filename, save_upload
 
-step_page(1)
+UPLOAD = "data:upload"
 
-upload = st.file_uploader("Upload a data file", type=["jsonl", "json", "csv", "parquet"], key="data:upload")
-if upload is not None and st.button("Use this file", key="data:use-upload"):
+
+def _save_upload() -> None:
+    upload = st.session_state.get(UPLOAD)
+    if upload is None:
+        return
     try:
         path = save_upload(studio_home(), upload.name, upload.getvalue())
-        config_data()["data"]["path"] = str(path)
-        st.session_state.pop("field:data.path", None)
+        set_value("data.path", str(path))
+        set_value("data.file_format", "auto")
         wanted = sanitise_filename(upload.name)
         renamed = f" ({wanted} was taken)" if path.name != wanted else ""
-        st.success(f"Saved as {path}{renamed}; data.path now points at it.")
+        st.session_state["data:upload-result"] = ("success", f"Saved as `{path}`{renamed}: the training data file "
+                                                  "below now points at it.")
     except StudioError as e:
-        st.error(str(e))
+        st.session_state["data:upload-result"] = ("error", str(e))
 
-st.subheader("Preview")
-report = preview_button("Resolve and preview the data", "data:preview",
-                        "Validating every row and tokenizing with the model's chat template...", preview_data)
+
+step_header(1)
+st.file_uploader("Upload your data file (JSONL, JSON, CSV or Parquet)", type=["jsonl", "json", "csv", "parquet"],
+                 key=UPLOAD, on_change=_save_upload,
+                 help="Saved in the studio home's uploads folder; the training data file (data.path) then points at it.")
+if "data:upload-result" in st.session_state:
+    kind, message = st.session_state["data:upload-result"]
+    getattr(st, kind)(message)
+step_form(1)
+
+st.subheader("Preview for these settings")
+report = preview_button("Check the data", "data:preview",
+                        "Validating every row and tokenizing with the model's chat template...", preview_data,
+                        help="Runs step 1 exactly as a run does (no run is started) and shows its report.")
 if report:
-    source = report["sources"][0]
-    st.write(f"Schema **{source['row_schema']}**, {source['rows_valid']} valid rows, {source['rows_bad']} bad; "
-             f"{report['rows']['train']} train / {report['rows']['val']} validation after removing "
-             f"{report['duplicates_removed']} duplicates. Digest `{report['sha256'][:16]}`.")
-    if source["bad_rows"]:
-        st.dataframe(source["bad_rows"], hide_index=True)
-    for row in report["preview"]:
-        with st.container(border=True):
-            for message in row:
-                st.markdown(f"**{message['role']}**: {message['content']}")
-    st.plotly_chart(histogram_chart(report["tokens"]["train"]["histogram"], "Token lengths (train)"))
+    results.data_report(report, key="preview")
+    st.markdown("**The first rows as the model will see them**")
+    results.conversations(report["preview"])
+results.from_last_run("data/report.json", "Data report of the last run",
+                      lambda r, run: results.data_report(r, key="last"), "No run has resolved data yet.")
+step_nav(1)

@@ -1,35 +1,55 @@
-"""Step 3, Pre-flight Check: the go/no-go report, run by the engine on the session's config."""
-
-import json
+"""Step 3, Pre-flight Check: the go/no-go checklist for the session's config, kept with the runs."""
 
 import streamlit as st
 
-from app.monitor import render_run
-from app.session import validated_config
-from app.steps import step_page
-from studio_core.jobs import JOBS
-from studio_core.runs import RunStore
+from app import activity, results
+from app.monitor import ACTIVE, start_run
+from app.session import RUN_KEY, validated_config
+from app.steps import step_nav, step_page
 
-step_page(3)
-if st.button("Run the pre-flight check", key="preflight:run",
-             help="Runs steps 1-3 only, as a run of their own, so the report is kept with the others."):
+CHECK_KEY = "preflight:run_id"
+LATER = ("method", "training", "evaluation", "export", "compile", "package", "signing", "policy")
+
+
+def _run_checks() -> None:
     config = validated_config()
     if config is None:
-        st.error("Fix the settings marked on the step pages first.")
+        st.session_state["preflight:error"] = "Fix the settings marked on the step pages first (the sidebar lists them)."
+        return
+    checks_only = {s: getattr(config, s).model_copy(update={"enabled": False}) for s in LATER}
+    mine = st.session_state.get(RUN_KEY)
+    run_id = start_run(config.model_copy(update={"name": f"{config.name}-preflight", **checks_only}))
+    st.session_state[CHECK_KEY] = run_id
+    if mine:  # the checks do not replace the session's training run
+        st.session_state[RUN_KEY] = mine
     else:
-        checks_only = {s: getattr(config, s).model_copy(update={"enabled": False})
-                       for s in ("method", "training", "evaluation")}
-        job = JOBS.submit(config.model_copy(update={"name": f"{config.name}-preflight", **checks_only}))
-        st.session_state["preflight:run_id"] = job.run_id
-run_id = st.session_state.get("preflight:run_id")
-if run_id:
-    render_run(run_id, key="preflight")
-    report_path = RunStore().root / run_id / "artifacts" / "preflight.json"
-    if report_path.is_file():
-        report = json.loads(report_path.read_text())
-        (st.success if report["go"] else st.error)("GO" if report["go"] else "NO-GO")
-        for error in report["errors"]:
+        st.session_state.pop(RUN_KEY, None)
+
+
+step_page(3)
+st.button("Run the pre-flight check", key="preflight:run", type="primary", on_click=_run_checks,
+          help="Runs steps 1-3 only, as a run of their own (listed on Runs), so the report is kept.")
+if "preflight:error" in st.session_state:
+    st.error(st.session_state.pop("preflight:error"))
+checking = st.session_state.get(CHECK_KEY)
+
+
+@st.fragment(run_every=1.0)
+def _wait(run_id: str) -> None:
+    state = activity.run_state(run_id)
+    if state not in ACTIVE:
+        st.rerun()  # done: draw the report below, once
+    st.info(f"Checking ({state}): resolving the data and the model, estimating memory, timing a micro-run...")
+
+
+if checking and activity.run_state(checking) in ACTIVE:
+    _wait(checking)
+else:
+    results.from_last_run("preflight.json", "Pre-flight report", lambda r, run: results.preflight_checklist(r),
+                          "No pre-flight report yet: run the check above (or start a run).")
+    if checking and activity.run_state(checking) == "failed":
+        run = activity._get(checking)  # noqa: SLF001
+        error = run.read_status().get("error") if run else None
+        if error and "no-go" not in error:
             st.error(error)
-        for warning in report["warnings"]:
-            st.warning(warning)
-        st.json({k: v for k, v in report.items() if k not in ("go", "errors", "warnings")})
+step_nav(3)

@@ -1,5 +1,6 @@
-"""Step 7, Dynamic Sparsification: its settings (see app/steps.py for what it does)."""
+"""Step 7: what it will do, in one line (its page comes with its own work)."""
 
-from app.steps import step_page
+from app.steps import step_nav, step_page
 
 step_page(7)
+step_nav(7)

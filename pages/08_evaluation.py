@@ -1,5 +1,13 @@
-"""Step 8, Evaluation: its settings (see app/steps.py for what it does)."""
+"""Step 8, Evaluation: its settings, then the last run's results (base against tuned)."""
 
-from app.steps import step_page
+from app import results
+import streamlit as st
 
-step_page(8)
+from app.steps import step_form, step_header, step_nav
+
+step_header(8)
+results.from_last_run("eval/metrics.json", "Results of the last run", results.evaluation,
+                      "No run has been evaluated yet: results appear here when a run finishes step 8.")
+st.subheader("Evaluation settings")
+step_form(8)
+step_nav(8)

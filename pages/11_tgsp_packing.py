@@ -1,5 +1,9 @@
-"""Step 11, TGSP Packing: its settings (see app/steps.py for what it does)."""
+"""Step 11, TGSP Packing: its settings, then the last package's files with sizes and digests."""
 
-from app.steps import step_page
+from app import results
+from app.steps import step_nav, step_page
 
 step_page(11)
+results.from_last_run("package", "Package of the last run", results.package_files,
+                      "No run has built a package yet (turn the step on above).")
+step_nav(11)

@@ -1,55 +1,67 @@
-"""Runs: every run in the studio home, read from disk, wherever it was started; watch, compare, inspect."""
-
-import json
+"""Runs: every run in the studio home, read from disk, wherever it was started; watch, compare, download, delete."""
 
 import streamlit as st
 
+from app import activity
+from app.archives import available, zip_folder
 from app.charts import loss_chart
 from app.monitor import render_run
+from app.runs_table import metrics_row, run_row
+from studio_core.errors import StudioError
 from studio_core.runs import RunStore
 
 store = RunStore()
 st.title("Runs")
-st.caption(f"Studio home: `{store.home}`")
-runs = store.list()
-rows = []
-for run in runs:
-    status = run.read_status()
-    done = sum(1 for s in status.get("stages", {}).values() if s.get("state") == "completed")
-    rows.append({"run": run.run_id, "state": status["state"], "simulated": bool(status.get("simulated")),
-                 "steps done": done, "started": status.get("started_at")})
-st.subheader(f"Runs ({len(rows)})")
-if not rows:
-    st.info("No runs yet.")
-    st.stop()
-st.dataframe(rows, hide_index=True)
+st.caption(f"Studio home: `{store.home}`. Every run started here, from the CLI or by a teammate, refreshed every "
+           "few seconds.")
 
-chosen = st.selectbox("Watch a run", [r["run"] for r in rows], key="runs:watch")
-render_run(chosen, key="runs")
-run = store.get(chosen)
-with st.expander("Artifacts"):
-    files = sorted(p.relative_to(run.path).as_posix() for p in run.artifacts.rglob("*") if p.is_file())
-    st.write("\n".join(f"- `{f}`" for f in files) or "none yet")
-samples = run.artifacts / "eval" / "samples.jsonl"
-if samples.is_file():
-    st.subheader("Base vs tuned")
-    for line in samples.read_text().splitlines():
-        sample = json.loads(line)
-        st.markdown(f"**Prompt**: {sample['prompt'][-1]['content']}")
-        left, right = st.columns(2)
-        left.text_area("base", sample["base"], disabled=True, key=f"runs:base:{hash(line)}")
-        right.text_area("tuned", sample["tuned"], disabled=True, key=f"runs:tuned:{hash(line)}")
 
-st.subheader("Compare")
-compared = st.multiselect("Runs to compare", [r["run"] for r in rows], key="runs:compare")
-if compared:
-    st.plotly_chart(loss_chart({r: store.get(r).metrics() for r in compared}), key="runs:compare-chart")
-    table = []
-    for run_id in compared:
-        path = store.get(run_id).artifacts / "eval" / "metrics.json"
-        report = json.loads(path.read_text()) if path.is_file() else {}
-        tuned, base = report.get("tuned", {}), report.get("base", {})
-        table.append({"run": run_id, "base val loss": base.get("val_loss"), "tuned val loss": tuned.get("val_loss"),
-                      "task metric": report.get("task_metric"), "base": base.get("task", {}).get("value"),
-                      "tuned": tuned.get("task", {}).get("value")})
-    st.dataframe(table, hide_index=True)
+@st.fragment(run_every=3.0)
+def _table() -> None:
+    rows = [run_row(run) for run in store.list()]
+    st.subheader(f"Runs ({len(rows)})")
+    if rows:
+        st.dataframe(rows, hide_index=True, width="stretch")
+    else:
+        st.info("No runs yet.")
+
+
+_table()
+ids = [run.run_id for run in store.list()]
+if ids:
+    st.subheader("One run")
+    chosen = st.selectbox("Run", ids, key="runs:watch")
+    run = store.get(chosen)
+    folders = available(run.artifacts)
+    if folders:
+        cols = st.columns(len(folders))
+        for column, (label, folder) in zip(cols, folders.items(), strict=True):
+            column.download_button(f"Download the {label} (.zip)", lambda folder=folder: zip_folder(folder),
+                                   file_name=f"{chosen}-{folder.name}.zip", mime="application/zip",
+                                   key=f"runs:download:{folder.name}")
+    asking = f"runs:confirm-delete:{chosen}"
+    if not st.session_state.get(asking):
+        if st.button("Delete this run", key="runs:delete"):
+            st.session_state[asking] = True
+            st.rerun()
+    else:
+        st.warning(f"Delete {chosen} and every file in it (adapter, checkpoints, reports)? This cannot be undone.")
+        yes, no = st.columns(2)
+        if yes.button("Yes, delete it", key="runs:delete-yes", type="primary"):
+            try:
+                activity.delete_run(chosen)
+                st.session_state.pop(asking)
+                st.rerun()
+            except StudioError as e:
+                st.error(str(e))
+        if no.button("No, keep it", key="runs:delete-no"):
+            st.session_state.pop(asking)
+            st.rerun()
+
+    render_run(chosen, key="runs")
+
+    st.subheader("Compare")
+    compared = st.multiselect("Runs to compare", ids, key="runs:compare")
+    if compared:
+        st.plotly_chart(loss_chart({r: store.get(r).metrics() for r in compared}), key="runs:compare-chart")
+        st.dataframe([metrics_row(store.get(r)) for r in compared], hide_index=True, width="stretch")

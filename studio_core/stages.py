@@ -221,7 +221,9 @@ def evaluation(ctx: RunContext) -> None:
 
     cfg = ctx.config
     report, answers = run_evaluation(trained_model(ctx), ctx.tokenizer(), ctx.prepared_data(), cfg,
-                                     ctx.precision(), metrics=ctx.run.metrics())
+                                     ctx.precision(), metrics=ctx.run.metrics(),
+                                     progress=lambda done, total: ctx.emit("eval_progress", f"{done}/{total} answers",
+                                                                           done=done, total=total))
     report["simulated"] = ctx.simulated
     ctx.write_artifact("eval/metrics.json", report)
     out = ctx.artifact_dir("eval")

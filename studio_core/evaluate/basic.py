@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +56,9 @@ def prompt_and_reference(conversation: list[dict]) -> tuple[list[dict], str]:
     return conversation[:last], conversation[last]["content"]
 
 
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
-    """Greedy answers to chat prompts, left-padded in batches."""
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8,
+             on_batch: Callable[[int], None] | None = None) -> list[str]:
+    """Greedy answers to chat prompts, left-padded in batches; `on_batch(n)` after each batch of n answers."""
     import torch
 
     model.eval()
@@ -71,6 +73,8 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
             out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         answers += tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        if on_batch is not None:
+            on_batch(len(rows))
     return [a.strip() for a in answers]
 
 
@@ -121,7 +125,8 @@ def load_test_split(cfg, tokenizer) -> EvalSplit:
     return make_split("test", rows, tokens, ev.max_rows, ev.task_rows)
 
 
-def measure_split(model, tokenizer, split: EvalSplit, cfg, precision: str) -> tuple[dict[str, Any], list[str]]:
+def measure_split(model, tokenizer, split: EvalSplit, cfg, precision: str,
+                  on_batch: Callable[[int], None] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Loss, perplexity, task metric and generation metrics on one split, plus the answers."""
     from studio_core.train.precision import autocast
 
@@ -129,20 +134,22 @@ def measure_split(model, tokenizer, split: EvalSplit, cfg, precision: str) -> tu
     loss = validation_loss(model, split.tokens, tokenizer.pad_token_id, cfg.training.per_device_batch_size,
                            lambda: autocast(precision, device))
     with autocast(precision, device):
-        answers = generate(model, tokenizer, split.prompts, cfg.evaluation.max_new_tokens)
+        answers = generate(model, tokenizer, split.prompts, cfg.evaluation.max_new_tokens, on_batch=on_batch)
     return {"loss": loss, "ppl": perplexity(loss), "task": task_metric(cfg.data.path, answers, split.references),
             "generation": generation_metrics(answers, split.references, cfg.evaluation.metrics)}, answers
 
 
-def measure_model(model, tokenizer, splits: list[EvalSplit], user_prompts: list, cfg, precision: str):
+def measure_model(model, tokenizer, splits: list[EvalSplit], user_prompts: list, cfg, precision: str,
+                  on_batch: Callable[[int], None] | None = None):
     """Every split measured, and the user's prompts answered: (figures per split, answers per split)."""
     from studio_core.train.precision import autocast
 
     figures, answers = {}, {}
     for split in splits:
-        figures[split.name], answers[split.name] = measure_split(model, tokenizer, split, cfg, precision)
+        figures[split.name], answers[split.name] = measure_split(model, tokenizer, split, cfg, precision, on_batch)
     with autocast(precision, next(model.parameters()).device.type):
-        answers["prompts"] = generate(model, tokenizer, user_prompts, cfg.evaluation.max_new_tokens)
+        answers["prompts"] = generate(model, tokenizer, user_prompts, cfg.evaluation.max_new_tokens,
+                                      on_batch=on_batch)
     return figures, answers
 
 
@@ -177,11 +184,12 @@ def _answer_rows(splits, user_prompts, base_answers, tuned_answers) -> list[dict
     return rows
 
 
-def run_evaluation(peft_model, tokenizer, data, cfg, precision: str,
-                   metrics: list[dict] | None = None) -> tuple[dict[str, Any], list[dict]]:
+def run_evaluation(peft_model, tokenizer, data, cfg, precision: str, metrics: list[dict] | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], list[dict]]:
     """Base (adapter disabled) and tuned on the validation split and the optional test file, with the difference.
 
     `metrics` are the run's metrics.jsonl records; when given, the report carries the overfitting verdict.
+    `progress(done, total)` is called after each batch of answers (base and tuned together make `total`).
     Returns the report and every answered row (user prompts first, then held-out rows with their reference):
     the first `evaluation.samples` of them are the side-by-side samples.
     """
@@ -192,10 +200,18 @@ def run_evaluation(peft_model, tokenizer, data, cfg, precision: str,
     if ev.test_path:
         splits.append(load_test_split(cfg, tokenizer))
     user_prompts = [[{"role": "user", "content": p}] for p in ev.prompts]
+    total = 2 * (sum(len(s.prompts) for s in splits) + len(user_prompts))  # base and tuned each answer them all
+    done = [0]
+
+    def on_batch(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0], total)
+
     with peft_model.disable_adapter():
-        base, base_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision)
+        base, base_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision, on_batch)
     with DoraCaching():  # DoRA recomputes each weight's norm at every decoding step unless cached (eval mode only)
-        tuned, tuned_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision)
+        tuned, tuned_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision, on_batch)
     val_delta = _delta(base["val"], tuned["val"])
     delta = {"val_loss": val_delta.pop("loss"), **val_delta}
     if ev.test_path:

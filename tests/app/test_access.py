@@ -28,7 +28,7 @@ def _app() -> AppTest:
 def test_without_the_token_only_a_login_field_is_drawn(shared: str) -> None:
     at = _app().run()
     assert not at.exception
-    assert [t.value for t in at.title] == ["PEFT Studio"]  # not "1. Data Resolve"
+    assert [t.value for t in at.title] == ["PEFT Studio"] and not at.subheader  # the login, not the home page
     assert [w.label for w in at.text_input] == ["Access token"]
     assert not at.sidebar.button and not at.sidebar.code  # no Start, no run, no CLI command
     at.text_input[0].input("wrong-token")
@@ -41,13 +41,13 @@ def test_the_token_in_the_url_or_typed_opens_the_studio_for_the_session(shared: 
     at = _app()
     at.query_params["token"] = shared
     at.run()
-    assert [t.value for t in at.title] == ["1. Data Resolve"]
+    assert "The steps" in [s.value for s in at.subheader]  # the home page
     typed = _app().run()
     typed.text_input[0].input(shared)
     typed.button[0].click().run()
-    assert [t.value for t in typed.title] == ["1. Data Resolve"]
+    assert "The steps" in [s.value for s in typed.subheader]
     typed.run()  # a later rerun in the same session needs no token again, and puts it in the URL for a reload
-    assert [t.value for t in typed.title] == ["1. Data Resolve"] and typed.query_params["token"] == shared
+    assert "The steps" in [s.value for s in typed.subheader] and typed.query_params["token"] == shared
 
 
 def test_the_token_file_is_private_and_a_readable_one_is_refused(studio_env: Path) -> None:
@@ -67,6 +67,7 @@ def test_a_path_outside_the_roots_blocks_start_with_the_reason(shared: str, tmp_
     at = _app()
     at.query_params["token"] = shared
     at.run()
+    at.switch_page(str(MAIN.parent.parent / "pages" / "01_data_resolve.py")).run()  # Home first; the path is on step 1
     at.text_input(key="field:data.path").input(str(outside)).run()
     assert at.sidebar.button(key="sidebar:start").disabled
     assert any("outside the folders this shared studio may read" in e.value for e in at.sidebar.error)

@@ -1,4 +1,4 @@
-"""The studio in a real browser (Debian's Chromium driven by Playwright): walk the wizard, run, watch, share.
+"""The studio in a real browser (Debian's Chromium driven by Playwright): upload, run, watch, share, download.
 
 Needs /usr/bin/chromium (`make setup` installs it where apt-get can); skipped, saying so, where it is absent.
 Screenshots go to $PEFT_STUDIO_TEST_ARTIFACTS (default: test-artifacts/ in the repo).
@@ -7,7 +7,9 @@ Screenshots go to $PEFT_STUDIO_TEST_ARTIFACTS (default: test-artifacts/ in the r
 from __future__ import annotations
 
 import os
+import json
 import re
+import zipfile
 import signal
 import socket
 import subprocess
@@ -85,13 +87,13 @@ def open_page(context, url: str):
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.goto(url)
-    page.get_by_role("heading", name="1. Data Resolve").wait_for()
+    page.get_by_role("heading", name="PEFT Studio").wait_for()
     return page
 
 
 def go(page, title: str) -> None:
-    page.get_by_role("link", name=title).click()
-    page.get_by_role("heading", name=title, exact=True).wait_for()
+    page.get_by_role("link", name=title, exact=True).first.click()
+    page.get_by_role("heading", name="PEFT Studio" if title == "Home" else title, exact=True).wait_for()
 
 
 def set_text(page, label: str, value: str) -> None:
@@ -101,51 +103,91 @@ def set_text(page, label: str, value: str) -> None:
     page.wait_for_timeout(1000)  # let the rerun that commits the value finish
 
 
-def start_run(page, model: str, simulate: bool, max_steps: int | None = None) -> str:
-    go(page, "2. Model Resolve")
-    set_text(page, "ref", model)
-    if max_steps is not None:
-        go(page, "6. Training Exec")
-        set_text(page, "max steps", str(max_steps))
-    if simulate:
-        page.get_by_text("simulation", exact=True).click()
-        page.wait_for_timeout(1000)
-    page.get_by_role("button", name="Start").click()
-    job_line = page.locator("section[data-testid='stSidebar']").get_by_text(RUN_ID)
-    job_line.wait_for()  # the sidebar names the queued or running job
-    run_id = RUN_ID.search(job_line.inner_text()).group(0)
-    go(page, "6. Training Exec")
-    return run_id
-
-
-def loss_points(page) -> int:
-    return page.evaluate("""() => { const p = document.querySelector('.js-plotly-plot');
-        return p && p.data ? p.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0; }""")
-
-
-def test_walk_the_wizard_run_a_simulation_and_a_teammate_sees_it(studio, browser):
-    first = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = open_page(first, studio.url)
-    for title in ["2. Model Resolve", "3. Pre-flight Check", "4. Training Init", "5. Pruning Aware Init",
-                  "8. Evaluation", "12. Evidence Signing", "Hardware"]:
-        go(page, title)
-    run_id = start_run(page, "tiny-random:llama", simulate=True)
-    page.get_by_text(f"{run_id} (simulation): completed").wait_for(timeout=180_000)
-    assert loss_points(page) > 0
+def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
-    page.screenshot(path=str(ARTIFACTS / "studio-simulation-run.png"))
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
-    teammate = browser.new_context()  # a second browser: a separate session on the same studio
-    other = open_page(teammate, studio.url)
-    go(other, "Runs")
-    other.get_by_text("Runs (1)", exact=True).wait_for()  # the run list, read from disk
-    other.get_by_text(f"{run_id} (simulation): completed").wait_for()  # its monitor, read from the run dir
+
+def shown_run_id(page) -> str:
+    heading = page.locator("h3").filter(has_text=RUN_ID).first
+    heading.wait_for()
+    return RUN_ID.search(heading.inner_text()).group(0)
+
+
+def small_demo(page) -> None:
+    """A tiny model and 200 demo rows: the whole pipeline in about a minute."""
+    go(page, "1. Data Resolve")
+    page.get_by_text("More settings").first.click()
+    set_text(page, "Demo dataset rows", "200")
+    go(page, "2. Model Resolve")
+    set_text(page, "Base model", "tiny-random:llama")
+
+
+def test_upload_a_jsonl_file_run_it_in_simulation_and_a_teammate_cancels_it(studio, browser, tmp_path):
+    rows = [{"instruction": f"Add {i} and {i + 1}.", "output": f"{2 * i + 1}"} for i in range(120)]
+    upload = tmp_path / "sums.jsonl"
+    upload.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), studio.url)
+    go(page, "1. Data Resolve")
+    uploader = page.get_by_test_id("stFileUploader").filter(has_text="Upload your data file")
+    uploader.locator("input[type=file]").set_input_files(str(upload))
+    saved = studio.home / "uploads" / "sums.jsonl"
+    page.get_by_text("the training data file below now points at it").wait_for()
+    assert page.get_by_label("Training data file", exact=True).input_value() == str(saved)
+    shot(page, "upload-step1")
+    go(page, "2. Model Resolve")
+    set_text(page, "Base model", "tiny-random:llama")
+    page.get_by_text("Simulation (tiny model, seconds)", exact=True).click()
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_role("heading", name="6. Training Exec", exact=True).wait_for()  # Start takes you to the run
+    run_id = shown_run_id(page)
+    config = json.loads((studio.home / "runs" / run_id / "config.json").read_text())
+    assert config["data"]["path"] == str(saved) and config["simulate"] is True  # what Start submitted
+
+    teammate = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), studio.url)
+    go(teammate, "6. Training Exec")
+    assert shown_run_id(teammate) == run_id  # another browser sees the studio's run
+    teammate.get_by_role("button", name="Cancel run").click()
+    teammate.get_by_text("It was started from another browser").wait_for()  # asks first
+    shot(teammate, "upload-teammate-cancel-confirm")
+    teammate.get_by_role("button", name="Yes, cancel it").click()
+    page.get_by_text(f"{run_id} (simulation): cancelled").wait_for(timeout=120_000)
+    page.get_by_text("Cancelled (asked by browser-").wait_for()
+    events = [json.loads(line) for line in (studio.home / "runs" / run_id / "events.jsonl").read_text().splitlines()]
+    asked = [e for e in events if e["type"] in ("cancel_requested", "run_cancelled") and e.get("requested_by")]
+    assert asked and asked[0]["requested_by"].startswith("browser-")
+    shot(page, "upload-cancelled")
+
+
+def test_the_demo_quick_start_runs_to_completion_a_teammate_watches_and_the_adapter_downloads(studio, browser):
+    page = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True), studio.url)
+    small_demo(page)
+    go(page, "Home")
+    page.get_by_role("button", name="Run the demo simulation").click()
+    page.get_by_role("heading", name="6. Training Exec", exact=True).wait_for()
+    run_id = shown_run_id(page)
+
+    teammate = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), studio.url)
+    go(teammate, "6. Training Exec")
+    teammate.get_by_text(re.compile(r"^Step 6, Training Exec: step \d+/12")).wait_for(timeout=180_000)  # live
+    assert shown_run_id(teammate) == run_id
+    shot(teammate, "demo-teammate-live")
+
+    page.get_by_text(re.compile(r"^Completed: final training loss")).wait_for(timeout=300_000)
+    shot(page, "demo-completed")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the adapter (.zip)").click()
+    archive = download.value.path()
+    assert any(n.endswith("adapter/adapter_model.safetensors") for n in zipfile.ZipFile(archive).namelist())
+    go(page, "8. Evaluation")
+    page.get_by_text("Results of the last run").wait_for()
+    page.get_by_role("cell", name="validation perplexity").wait_for()  # the base-vs-tuned table
+    page.get_by_text("Majority-class baseline").wait_for()
+    shot(page, "demo-step8-results")
 
 
 def job_pid(home: Path, run_id: str) -> int:
-    import json
-
     job = home / "runs" / run_id / "job.json"
     deadline = time.time() + 60
     while not job.is_file():
@@ -156,8 +198,14 @@ def job_pid(home: Path, run_id: str) -> int:
 
 def test_killed_job_process_leaves_the_studio_up_and_resume_finishes_the_run(studio, browser):
     page = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), studio.url)
-    run_id = start_run(page, "tiny-random:llama", simulate=False, max_steps=30)
-    page.get_by_text(re.compile(r"^step [1-9]\d*/30, elapsed")).wait_for(timeout=180_000)  # training has started
+    go(page, "2. Model Resolve")
+    set_text(page, "Base model", "tiny-random:llama")
+    go(page, "6. Training Exec")
+    set_text(page, "Training steps", "30")
+    page.get_by_role("button", name="Start", exact=True).click()
+    page.get_by_role("heading", name="6. Training Exec", exact=True).wait_for()
+    run_id = shown_run_id(page)
+    page.get_by_text(re.compile(r"^Step 6, Training Exec: step [1-9]\d*/30")).wait_for(timeout=180_000)  # training
     pid = job_pid(studio.home, run_id)
     assert pid != studio.proc.pid  # the run is its own process, not a thread of the studio
     os.kill(pid, signal.SIGKILL)  # what the out-of-memory killer does
@@ -169,8 +217,7 @@ def test_killed_job_process_leaves_the_studio_up_and_resume_finishes_the_run(stu
     teammate = open_page(browser.new_context(viewport={"width": 1400, "height": 1000}), studio.url)
     go(teammate, "Runs")
     teammate.get_by_test_id("stMainBlockContainer").get_by_text(f"{run_id}: interrupted").wait_for()  # still works
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    teammate.screenshot(path=str(ARTIFACTS / "studio-killed-job.png"), full_page=True)
+    shot(teammate, "studio-killed-job")
     teammate.get_by_role("button", name="Resume").click()
     teammate.get_by_test_id("stMainBlockContainer").get_by_text(f"{run_id}: completed").wait_for(timeout=600_000)
-    teammate.screenshot(path=str(ARTIFACTS / "studio-resumed-run.png"), full_page=True)
+    shot(teammate, "studio-resumed-run")

@@ -50,7 +50,11 @@ def test_base_and_tuned_on_val_and_test_file_with_user_prompts(tiny, tmp_path):
     data = val_data(tokenizer)
     metrics = [{"step": s, "loss": 3 - 0.2 * s} for s in range(1, 9)] + [
         {"step": s, "val_loss": v} for s, v in ((0, 3.0), (4, 2.0), (8, 2.5))]
-    report, answers = run_evaluation(model, tokenizer, data, config(tmp_path), "fp32", metrics=metrics)
+    calls = []
+    report, answers = run_evaluation(model, tokenizer, data, config(tmp_path), "fp32", metrics=metrics,
+                                     progress=lambda done, total: calls.append((done, total)))
+    # 3 val + 3 test + 1 prompt, answered by base then tuned: counted batch by batch up to the total
+    assert calls[-1] == (14, 14) and [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) >= 6
 
     with model.disable_adapter():  # base is the adapter truly disabled: the same loss as measured directly
         assert report["base"]["val_loss"] == pytest.approx(validation_loss(model, data.val_tokens[:4], 0, 2))

@@ -1,0 +1,292 @@
+"""Each step's output, drawn from what its stage wrote in the run dir (or from a preview of the same shape)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from app import activity
+from app.charts import histogram_chart
+
+
+def last_run_caption(run, what: str) -> None:
+    status = run.read_status()
+    sim = ", simulation" if status.get("simulated") else ""
+    st.caption(f"{what} of run `{run.run_id}` ({status['state']}{sim}).")
+
+
+def from_last_run(relative: str, title: str, draw, empty: str) -> None:
+    """A step's 'last run' section: the newest artifact at `relative`, drawn by `draw(data, run)`."""
+    st.subheader(title)
+    found = activity.latest_artifact(relative)
+    if found is None:
+        st.caption(empty)
+        return
+    run, path = found
+    last_run_caption(run, "From the last run")
+    data = activity.read_json(path) if path.suffix == ".json" else path
+    draw(data, run)
+
+
+def data_report(report: dict[str, Any], key: str) -> None:
+    """Schema, rows kept and dropped with the reasons, data quality, the token histogram, the digest."""
+    rows = report["rows"]
+    for source in report["sources"]:
+        st.markdown(f"**{source['file']}**: schema **{source['row_schema']}**, {source['rows_valid']} valid rows, "
+                    f"{source['rows_bad']} dropped as invalid.")
+        if source["bad_rows"]:
+            st.dataframe(source["bad_rows"], hide_index=True, key=f"{key}-bad-{source['file']}")
+    st.markdown(f"Kept **{rows['train']} train / {rows['val']} validation** rows after removing "
+                f"{report['duplicates_removed']} exact duplicates.")
+    if report.get("simulation_slice"):
+        sl = report["simulation_slice"]
+        st.caption(f"Simulation trains on a slice: {sl['train']} train / {sl['val']} validation rows.")
+    _quality(report.get("quality"), key)
+    tokens = report["tokens"]["train"]
+    st.markdown(f"Tokens per example: median {tokens['p50']}, p95 {tokens['p95']}, longest {tokens['max']}; "
+                f"{tokens['truncated']} longer than {tokens['max_length']} (truncated), "
+                f"{tokens['no_supervised_tokens']} with no answer tokens left.")
+    st.plotly_chart(histogram_chart(tokens["histogram"], "Token lengths (train)"), key=f"{key}-hist")
+    st.markdown(f"Digest (sha256 of the split rows): `{report['sha256']}`")
+
+
+def _quality(items: list[dict] | None, key: str) -> None:
+    """The report's data-quality findings (errors block a run, warnings do not), each with the records concerned."""
+    if items is None:
+        return
+    if not items:
+        st.success("Data quality: no findings.")
+        return
+    st.markdown("**Data quality**")
+    for i, item in enumerate(items):
+        show = st.error if item.get("level") == "error" else st.warning
+        count = f" ({item['count']} rows)" if item.get("count") is not None else ""
+        show(f"`{item.get('code', '')}`: {item.get('message', '')}{count}")
+        records = item.get("records") or []
+        if records:
+            with st.expander(f"Records: {item.get('code', '')}"):
+                if all(isinstance(r, (int, str)) for r in records):
+                    st.write(", ".join(str(r) for r in records))
+                else:
+                    st.dataframe(records, hide_index=True, key=f"{key}-quality-{i}")
+
+
+def conversations(rows: list[list[dict]]) -> None:
+    for row in rows:
+        with st.container(border=True):
+            for message in row:
+                st.markdown(f"**{message['role']}**: {message['content']}")
+
+
+def model_card(record: dict[str, Any], parameters: int | None = None, targets: list[str] | None = None) -> None:
+    """Architecture, parameters, target modules and the labelled digests."""
+    arch = ", ".join(record.get("architectures") or []) or "?"
+    size = f", {parameters:,} parameters" if parameters else ""
+    st.markdown(f"**{record['ref']}**: {record['model_type']} ({arch}){size}, from `{record['path']}`")
+    if targets:
+        st.markdown("Default target modules: " + ", ".join(f"`{m}`" for m in targets))
+    if record.get("simulation"):
+        st.caption(f"Simulation: {record['simulation']}.")
+    digests = [{"file": name, "what": "weights", "sha256": d} for name, d in record["weight_sha256"].items()]
+    digests += [{"file": name, "what": "tokenizer", "sha256": d} for name, d in record["tokenizer_sha256"].items()]
+    st.dataframe(digests, hide_index=True, width="stretch")
+
+
+# (report key, check, the words its warnings start with or name)
+CHECKS = [("target_modules", "Target modules exist", "method.target_modules"),
+          ("parameters", "Trainable share", "trainable"), ("memory_gib", "Memory fits", "memory"),
+          ("precision", "Precision supported", "training.precision"), ("tokens", "Token lengths", "data.max_length"),
+          ("rank", "Rank suits the data", "method.r="), ("time_estimate", "Time estimate", "estimate")]
+
+
+def preflight_checklist(report: dict[str, Any]) -> None:
+    """The go/no-go report as a checklist: each check with its figure, the errors and warnings by name."""
+    (st.success if report["go"] else st.error)("GO: nothing blocks this run." if report["go"] else
+                                               "NO-GO: fix the errors below before a long run.")
+    for message in report["errors"]:
+        st.error(message)
+    for message in dict.fromkeys(report["warnings"]):
+        st.warning(message)
+    rows = []
+    for key, title, marker in CHECKS:
+        if key not in report:
+            rows.append({"check": f"– {title}", "result": "not run (an earlier check failed)"})
+            continue
+        flagged = [m for m in report["errors"] + report["warnings"] if marker in m]
+        mark = "✗" if any(m in report["errors"] for m in flagged) else "⚠" if flagged else "✓"
+        rows.append({"check": f"{mark} {title}", "result": _check_text(key, report[key])})
+    st.table(_indexed(rows, "check"))
+    if report.get("simulated"):
+        st.caption("Simulation: memory and time were measured on the tiny stand-in model, not the real one.")
+
+
+def _indexed(rows: list[dict], column: str):
+    """Rows as a table whose row labels are `column` (no 0, 1, 2 index)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows).set_index(column)
+
+
+def _check_text(key: str, value: Any) -> str:
+    if value is None:
+        return "none: this method adapts no module"
+    if key == "target_modules":
+        return ", ".join(value)
+    if key == "parameters":
+        return f"{value['trainable']:,} of {value['total']:,} trainable ({value['trainable_percent']:.3f}%)"
+    if key == "memory_gib":
+        return (f"~{value['total']:.2f} GiB needed, {value['budget']:.1f} GiB budget of {value['available']:.1f} GiB "
+                f"free ({value['device']})")
+    if key == "precision":
+        return f"{value['requested']} → {value['resolved']}"
+    if key == "tokens":
+        return f"p95 {value['p95']}, longest {value['max']} of {value['max_length']}; {value['truncated']} truncated"
+    if key == "rank":
+        return f"r={value['r']}, recommended r={value['recommended_r']}"
+    if key == "time_estimate":
+        return (f"~{value['estimated_training_s']:.0f} s for {value['max_steps']} steps "
+                f"({value['seconds_per_optimizer_step']:.2f} s/step on the {value['measured_on']})")
+    return str(value)
+
+
+def peft_summary(info: dict[str, Any], run) -> None:
+    st.markdown(f"**{info['method']}** on {info['backend']} ({info['backend_reason']}), precision "
+                f"{info['precision']}: **{info['trainable_parameters']:,}** of {info['total_parameters']:,} parameters "
+                f"trainable (**{info['trainable_percent']:.3f}%**).")
+    if info.get("target_modules"):
+        st.markdown("Modules wrapped: " + ", ".join(f"`{m}`" for m in info["target_modules"]))
+    notes = [] if info["mergeable"] else ["cannot merge: ships as an adapter only"]
+    if info["base_loaded_in_4bit"]:
+        notes.append("base loaded in 4-bit")
+    if notes:
+        st.caption("; ".join(notes))
+
+
+def parity(report: dict[str, Any], run) -> None:
+    p = report.get("parity") or {}
+    passed = p.get("passed", False)
+    (st.success if passed else st.error)(
+        f"ONNX Runtime against PyTorch: largest relative logit error {p.get('max_relative_error', float('nan')):.2e}, "
+        f"tolerance {p.get('tolerance', '?')}: {'passed' if passed else 'FAILED'}.")
+    st.dataframe([{"batch x sequence": "x".join(map(str, s["shape"])), "relative error": f"{s['relative_error']:.2e}"}
+                  for s in p.get("shapes", [])], hide_index=True)
+    st.caption(f"opset {report.get('opset')}, {report.get('size_bytes', 0) / 2**20:.1f} MiB with external data, "
+               f"exported in {report.get('export_seconds', 0):.0f} s on {p.get('runtime', '?')}. "
+               f"KV cache: {report.get('kv_cache', '?')}.")
+
+
+def engine(report: dict[str, Any], run) -> None:
+    st.markdown(f"Built **{report.get('engine')}** ({report.get('backend')}, {report.get('precision')}) in "
+                f"{report.get('compile_seconds', 0):.1f} s.")
+    if report.get("tensorrt_not_used"):
+        st.caption(f"TensorRT not used: {report['tensorrt_not_used']}")
+    if report.get("accuracy"):
+        st.dataframe([{"compared": k.replace("_", " "), "relative error": f"{v['relative_error']:.2e}",
+                       "top-1 agreement": v.get("top1_agreement")} for k, v in report["accuracy"].items()],
+                     hide_index=True)
+    latency = {k: v for k, v in _flat(report) if "latency" in k or k.endswith("_ms")}
+    if latency:
+        st.dataframe([{"measure": k, "value": v} for k, v in latency.items()], hide_index=True)
+    else:
+        st.caption("Latency: this version's compile stage does not time the engine (bench/inference.py does).")
+
+
+def _flat(data: dict, prefix: str = ""):
+    for k, v in data.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        elif isinstance(v, (int, float, str)):
+            yield f"{prefix}{k}", v
+
+
+def package_files(package: Path, run) -> None:
+    manifest = activity.read_json(package / "manifest.json") or {}
+    digests = {r["name"]: r["digest"] for r in manifest.get("predicate", {}).get("resources", [])}
+    payload = package / "payload"
+    rows = [{"file": p.relative_to(payload).as_posix(), "size": _size(p.stat().st_size),
+             "sha256": digests.get(p.relative_to(payload).as_posix(), "(not in the manifest)")}
+            for p in sorted(payload.rglob("*")) if p.is_file()]
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption(f"{len(rows)} files; the manifest (in-toto statement) lists each digest; "
+               + ("signed: see step 12." if (package / "signature.dsse.json").is_file() else "not signed."))
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+
+
+def signature(report: dict[str, Any], run) -> None:
+    (st.success if report.get("ok") else st.error)(
+        "The package's signature verifies." if report.get("ok") else
+        "The signature does NOT verify: " + "; ".join(report.get("reasons", [])))
+    rows = [{"check": f"signature {name}", "result": "ok" if s["ok"] else "FAILED", "detail": s.get("detail", "")}
+            for name, s in report.get("signatures", {}).items()]
+    rows.append({"check": "manifest matches the signed envelope",
+                 "result": "ok" if report.get("manifest_matches_envelope") else "FAILED", "detail": ""})
+    for what in ("missing", "extra", "changed"):
+        rows.append({"check": f"files {what}", "result": "ok" if not report.get(what) else "FAILED",
+                     "detail": ", ".join(report.get(what) or [])})
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption(f"Key `{report.get('key_id', '')[:16]}...`, subject digest `{report.get('subject_digest', '')[:16]}...`")
+
+
+def policy(report: dict[str, Any], run) -> None:
+    (st.success if report.get("passed") else st.error)("Policy passed: promoted." if report.get("passed") else
+                                                      "Policy refused the package.")
+    st.dataframe([{"rule": r["name"], "result": "pass" if r["passed"] else "FAIL", "detail": r["detail"]}
+                  for r in report.get("rules", [])], hide_index=True, width="stretch")
+
+
+def evaluation(report: dict[str, Any], run) -> None:
+    """Base against tuned: the metrics table, the task metric (confusion matrix and majority baseline for
+    verdicts), the overfitting verdict, and the answers side by side."""
+    b, t, name = report["base"], report["tuned"], report["task_metric"]
+    rows = [("validation loss", b["val_loss"], t["val_loss"]), ("validation perplexity", b["val_ppl"], t["val_ppl"]),
+            (name.replace("_", " "), b["task"]["value"], t["task"]["value"])]
+    rows += [(m.replace("_", " "), b["generation"][m], t["generation"][m]) for m in b.get("generation", {})]
+    st.table([{"metric": m, "base": f"{x:.4f}", "tuned": f"{y:.4f}", "change": f"{y - x:+.4f}"} for m, x, y in rows])
+    answers = [a for a in _jsonl(run.artifacts / "eval" / "answers.jsonl") if a.get("reference")]
+    if name == "verdict_accuracy" and answers:
+        _verdicts(answers)
+    over = report.get("overfitting")
+    if over:
+        (st.warning if over.get("overfitting") else st.info)(f"Overfitting: {over['verdict']}.")
+    samples = _jsonl(run.artifacts / "eval" / "samples.jsonl")
+    if samples:
+        st.markdown("**Base and tuned answers, side by side**")
+        if report.get("simulated"):
+            st.caption("Simulation: both answers come from a tiny random model, so they are noise; a real run "
+                       "(simulation off) shows what the tuned model says.")
+        for i, sample in enumerate(samples):
+            with st.container(border=True):
+                st.markdown(f"**Prompt**: {sample['prompt'][-1]['content']}")
+                if sample.get("reference"):
+                    st.markdown(f"**Expected**: {sample['reference']}")
+                left, right = st.columns(2)
+                left.text_area("base", sample["base"] or "(empty answer)", disabled=True, key=f"eval-base-{i}")
+                right.text_area("tuned", sample["tuned"] or "(empty answer)", disabled=True, key=f"eval-tuned-{i}")
+
+
+def _verdicts(answers: list[dict]) -> None:
+    from studio_core.data.demo import parse_verdict
+
+    refs = [parse_verdict(a["reference"]) for a in answers]
+    majority = max(set(refs), key=refs.count)
+    st.markdown(f"Majority-class baseline (always answering **{majority}**): "
+                f"**{refs.count(majority) / len(refs):.2f}** on these {len(refs)} rows.")
+    labels = ["COMPLIANT", "NON-COMPLIANT", None]
+    left, right = st.columns(2)
+    for column, side in ((left, "base"), (right, "tuned")):
+        predicted = [parse_verdict(a[side] or "") for a in answers]
+        table = [{"expected": r, **{(p or "no verdict"): sum(1 for x, y in zip(refs, predicted) if x == r and y == p)
+                                    for p in labels}} for r in labels[:2]]
+        column.markdown(f"Confusion matrix, **{side}** (rows: expected, columns: answered)")
+        column.table(_indexed(table, "expected"))
+
+
+def _jsonl(path: Path) -> list[dict]:
+    from studio_core.runs import read_jsonl
+
+    return read_jsonl(path)
