@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import streamlit as st
 
 from app.activity import read_json
-from studio_core.runs import RunDir
+from studio_core.runs import RunDir, format_bytes
 
 
 def _local(stamp: str | None) -> datetime | None:
@@ -43,7 +43,7 @@ def run_row(run: RunDir) -> dict:
             "started": started.strftime("%Y-%m-%d %H:%M:%S") if started else "", "duration": _duration(status),
             "train loss": round(train[-1], 4) if train else None, "validation loss": round(val[-1], 4) if val else None,
             "task metric": _task(report), "failure": (status.get("error") or "")[:160]
-            if status["state"] == "failed" else "", "run": run.run_id}
+            if status["state"] == "failed" else "", "disk": format_bytes(run.disk_bytes()), "run": run.run_id}
 
 
 def _task(report: dict) -> str:

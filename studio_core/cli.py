@@ -253,7 +253,7 @@ def _print_event(event: dict[str, Any]) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from studio_core.runs import RunStore
+    from studio_core.runs import RunStore, format_bytes
 
     store = RunStore(args.home)
     runs = store.list()
@@ -265,7 +265,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         status = run_dir.read_status()
         done = sum(1 for s in status.get("stages", {}).values() if s.get("state") == "completed")
         table.add_row(run_dir.run_id, status["state"], "yes" if status.get("simulated") else "",
-                      str(done), str(status.get("started_at") or ""), _size(run_dir.disk_bytes()))
+                      str(done), str(status.get("started_at") or ""), format_bytes(run_dir.disk_bytes()))
     _table_console().print(table)
     return 0
 
@@ -273,14 +273,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def _table_console() -> Console:
     console = Console()
     return console if console.is_terminal else Console(width=200)  # piped: whole run ids, not 80 columns
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

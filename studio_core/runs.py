@@ -246,6 +246,15 @@ class RunStore:
         return sorted(runs, key=lambda r: r.run_id, reverse=True)
 
 
+def format_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB' (what the CLI's and the studio's run lists show for disk use)."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
 def config_file_text(config_json: str) -> str:
     """config.json as a run dir stores it: the resolved RunConfig with its schema version."""
     data = json.loads(config_json)

@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio_core import workflow
+from studio_core.runs import format_bytes
 from studio_core.config import validate_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,6 +139,7 @@ def test_runs_page_lists_a_run_created_in_the_studio_home(studio_env: Path) -> N
     assert rows[0]["run"] == run.run_id and rows[0]["name"] == "app-test"
     assert rows[0]["state"] == "completed"  # not "(simulation)"
     assert rows[0]["started"][:4].isdigit() and rows[0]["duration"].endswith("s") and not rows[0]["failure"]
+    assert rows[0]["disk"] == format_bytes(run.disk_bytes()) and rows[0]["disk"].endswith("KiB")  # data splits
 
 
 def test_runs_page_with_no_runs(studio_env: Path) -> None:
