@@ -1,19 +1,20 @@
 """Does training in the studio run as fast as from the CLI? The same tiny run, alternated in one process:
 
 - `cli`: `peft-studio run CONFIG` in its own process (the baseline);
-- `studio`: the studio (`peft-studio studio`'s exact server options) with two browser sessions (Debian Chromium,
-  Playwright) watching the run's live monitor on the Runs page; the run is queued with `run --queue` and the
+- `studio`: the studio (`peft-studio studio`'s exact server options) with N browser sessions (`--browsers`,
+  default 2; Debian Chromium, Playwright) watching the run's live monitor on the Runs page; the run is queued with `run --queue` and the
   studio's supervisor runs it in a child process;
 - `studio-gc` (with --gc): the same, with Streamlit's forced `gc.collect()` after every script run switched back
   on (`runner.postScriptGC=true`), to see whether the project's `postScriptGC=false` is still needed now that
   the studio process holds no model.
 
 Throughput is training tokens per second: the median of the per-step figures in metrics.jsonl (the first two
-steps, which pay one-off costs, left out). Target: studio >= 0.95x cli. The two browsers share the 2 cores with
-the run: their CPU seconds and the studio server's are printed beside the ratio. Results in
+steps, which pay one-off costs, left out). Target: studio >= 0.95x cli with 2 browsers (issue 11), >= 0.9x with
+8 (issue 18's load check: every page view must also come back without an error). The browsers share the 2 cores
+with the run: their CPU seconds and the studio server's are printed beside the ratio. Results in
 bench/results/studio_overhead.json.
 
-    .venv/bin/python bench/studio_overhead.py [--rounds 2] [--steps 40] [--gc]
+    .venv/bin/python bench/studio_overhead.py [--rounds 2] [--steps 40] [--gc] [--browsers 8]
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def chromium_cpu_s() -> float:
     return total
 
 
-def studio_round(cfg_file: Path, env: dict, gc_on: bool) -> dict:
+def studio_round(cfg_file: Path, env: dict, gc_on: bool, browsers: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     from studio_core.share import streamlit_command
@@ -101,9 +102,10 @@ def studio_round(cfg_file: Path, env: dict, gc_on: bool) -> dict:
                 time.sleep(0.2)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            pages = []
-            for _ in range(2):  # two teammates; the first page view also starts the studio's supervisor
+            pages, errors = [], []
+            for _ in range(browsers):  # teammates; the first page view also starts the studio's supervisor
                 page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+                page.on("pageerror", lambda e: errors.append(str(e)))
                 page.goto(f"{url}/runs")
                 page.get_by_role("heading", name="Runs").first.wait_for(timeout=60_000)
                 pages.append(page)
@@ -121,12 +123,15 @@ def studio_round(cfg_file: Path, env: dict, gc_on: bool) -> dict:
                     page.wait_for_timeout(250)  # keeps the pages' event loops (and their polling) going
             wall = time.time() - t0
             server_cpu, browser_cpu = sum(server.cpu_times()[:2]) - server_cpu0, chromium_cpu_s() - browser_cpu0
+            for page in pages:  # a Streamlit exception box on any page is an error too
+                errors += [t for t in page.get_by_test_id("stException").all_inner_texts()]
             browser.close()
         state = json.loads((run_dir / "status.json").read_text())["state"]
         if state != "completed":
             raise RuntimeError(f"studio run {run_dir} ended {state}")
         return {"tokens_per_s": tokens_per_s(run_dir), "run": str(run_dir), "wall_s": round(wall, 1),
-                "studio_server_cpu_s": round(server_cpu, 1), "browsers_cpu_s": round(browser_cpu, 1)}
+                "studio_server_cpu_s": round(server_cpu, 1), "browsers_cpu_s": round(browser_cpu, 1),
+                "page_errors": errors}
     finally:
         studio.terminate()
         studio.wait(10)
@@ -137,6 +142,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--gc", action="store_true", help="also measure the studio with postScriptGC back on")
+    parser.add_argument("--browsers", type=int, default=2, help="browser sessions watching the run (default 2)")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     cfg_file = Path(tempfile.mkdtemp(prefix="overhead-")) / "config.json"
@@ -145,11 +151,13 @@ def main() -> int:
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for round_ in range(args.rounds):
         for variant in variants:  # alternated: cli, studio, (studio-gc), cli, studio, ...
-            r = cli_round(cfg_file, env) if variant == "cli" else studio_round(cfg_file, env, variant == "studio-gc")
+            r = cli_round(cfg_file, env) if variant == "cli" else studio_round(cfg_file, env, variant == "studio-gc",
+                                                                                args.browsers)
             results[variant].append(r)
             print(f"round {round_ + 1} {variant:9s} {r['tokens_per_s']:8.1f} tokens/s"
-                  + (f"  (studio server {r['studio_server_cpu_s']} CPU s, browsers {r['browsers_cpu_s']} CPU s, "
-                     f"run {r['wall_s']} s)" if "wall_s" in r else ""), flush=True)
+                  + (f"  (studio server {r['studio_server_cpu_s']} CPU s, {args.browsers} browsers "
+                     f"{r['browsers_cpu_s']} CPU s, run {r['wall_s']} s, page errors {len(r['page_errors'])})"
+                     if "wall_s" in r else ""), flush=True)
     base = statistics.median(r["tokens_per_s"] for r in results["cli"])
     print(f"\n{'variant':10s} {'tokens/s':>9s} {'x cli':>6s} {'server CPU s':>13s} {'browsers CPU s':>15s}")
     summary = {}
@@ -162,10 +170,14 @@ def main() -> int:
         print(f"{variant:10s} {tps:9.1f} {tps / base:6.2f} {server:13.1f} {browsers:15.1f}")
     out = ROOT / "bench" / "results" / "studio_overhead.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"steps": args.steps, "rounds": args.rounds, "results": summary}, indent=2))
+    out.write_text(json.dumps({"steps": args.steps, "rounds": args.rounds, "browsers": args.browsers,
+                               "results": summary}, indent=2))
     ratio = summary["studio"]["ratio_to_cli"]
-    print(f"\nstudio / cli = {ratio:.2f} (target >= 0.95): {'met' if ratio >= 0.95 else 'NOT met'}")
-    return 0 if ratio >= 0.95 else 1
+    target = 0.95 if args.browsers <= 2 else 0.9
+    errors = sum(len(r["page_errors"]) for v in variants if v != "cli" for r in results[v])
+    print(f"\nstudio / cli = {ratio:.2f} with {args.browsers} browsers (target >= {target}): "
+          f"{'met' if ratio >= target else 'NOT met'}; page errors: {errors}")
+    return 0 if ratio >= target and not errors else 1
 
 
 if __name__ == "__main__":
