@@ -182,7 +182,8 @@ def _outcome(run, status: dict, events: list[dict], key: str) -> None:
         st.info(f"Cancelled{who}. Resume continues from the last checkpoint.")
     elif state == "interrupted":
         why = status.get("error") or "the process running it stopped (the studio was closed or killed)"
-        st.warning(f"Interrupted: {why}. Resume continues from the last checkpoint.")
+        tail = "" if "resume" in why.lower() else " Resume continues from the last checkpoint."  # said once
+        st.warning(f"Interrupted: {why.rstrip('.')}.{tail}")
         _log(run, events)
 
 

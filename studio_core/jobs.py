@@ -291,12 +291,12 @@ class Supervisor:
             job["exit_status_unknown"] = "the studio that started this process restarted while it ran"
         status = run.read_status()
         if status["state"] in ("running", "interrupted", "queued"):  # the child died before it could say so
-            how = (f"killed by {job['signal']}" if job.get("signal") else
+            how = (f"was killed by {job['signal']}" if job.get("signal") else
                    f"exited with code {job['exit_code']}" if job.get("exit_code") is not None else "ended")
             hint = " (SIGKILL without a cancel is often the out-of-memory killer)" if (
                 job.get("signal") == "SIGKILL" and not cancelled) else ""
             state = "cancelled" if cancelled else "failed" if status["state"] == "queued" else "interrupted"
-            error = (f"cancelled: the run's process was {how} after the cancel request" if cancelled else
+            error = (f"cancelled: the run's process {how} after the cancel request" if cancelled else
                      f"the run's process {how}{hint} before finishing; see job.log" + (
                          "; resume it to continue from its last checkpoint" if state == "interrupted" else ""))
             for stage in status.get("stages", {}).values():
