@@ -40,10 +40,10 @@ def run_plan(config: RunConfig) -> list[str]:
 
 def render_run(run_id: str, key: str, live: bool = True) -> None:
     """The monitor of `run_id`; `key` keeps widget keys unique per page. A queued or running run refreshes every
-    second; once it ends the page is drawn once more and then holds still (a download needs a page that does not
+    two seconds (each refresh costs the studio server and every watching browser a redraw of the charts); once it ends the page is drawn once more and then holds still (a download needs a page that does not
     redraw under it)."""
     if live and activity.run_state(run_id) in ACTIVE:
-        @st.fragment(run_every=1.0)
+        @st.fragment(run_every=2.0)
         def refreshing() -> None:
             if activity.run_state(run_id) not in ACTIVE:
                 st.rerun()  # the whole page: its outcome, downloads and next steps, drawn once

@@ -11,7 +11,8 @@
 Throughput is training tokens per second: the median of the per-step figures in metrics.jsonl (the first two
 steps, which pay one-off costs, left out). Target: studio >= 0.95x cli with 2 browsers (issue 11), >= 0.9x with
 8 (issue 18's load check: every page view must also come back without an error). The browsers share the 2 cores
-with the run: their CPU seconds and the studio server's are printed beside the ratio. Results in
+with the run: their CPU seconds and the studio server's are printed beside the ratio. On a LAN the browsers run
+on teammates' machines; `--browser-nice 19` stands in for that (only the studio server competes). Results in
 bench/results/studio_overhead.json.
 
     .venv/bin/python bench/studio_overhead.py [--rounds 2] [--steps 40] [--gc] [--browsers 8]
@@ -79,7 +80,16 @@ def chromium_cpu_s() -> float:
     return total
 
 
-def studio_round(cfg_file: Path, env: dict, gc_on: bool, browsers: int) -> dict:
+def renice_browsers(nice: int) -> None:
+    for p in psutil.process_iter(["name"]):
+        if "chrom" in (p.info["name"] or ""):
+            try:
+                p.nice(nice)
+            except psutil.Error:
+                continue
+
+
+def studio_round(cfg_file: Path, env: dict, gc_on: bool, browsers: int, browser_nice: int = 0) -> dict:
     from playwright.sync_api import sync_playwright
 
     from studio_core.share import streamlit_command
@@ -113,7 +123,9 @@ def studio_round(cfg_file: Path, env: dict, gc_on: bool, browsers: int) -> dict:
                                   str(home)], env=env, capture_output=True, text=True, check=True)
             run_dir = Path(out.stdout.strip().splitlines()[-1])
             for page in pages:
-                page.reload()  # the Runs page now watches the new run (the newest), its monitor refreshing each second
+                page.reload()  # the Runs page now watches the new run (the newest), its monitor refreshing itself
+            if browser_nice:  # the browsers stand in for teammates' machines: only the studio server competes
+                renice_browsers(browser_nice)
             server = psutil.Process(studio.pid)
             server_cpu0, browser_cpu0, t0 = sum(server.cpu_times()[:2]), chromium_cpu_s(), time.time()
             while json.loads((run_dir / "status.json").read_text())["state"] in ("queued", "running") or \
@@ -143,6 +155,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--gc", action="store_true", help="also measure the studio with postScriptGC back on")
     parser.add_argument("--browsers", type=int, default=2, help="browser sessions watching the run (default 2)")
+    parser.add_argument("--browser-nice", type=int, default=0,
+                        help="run the browsers at this niceness (19: they stand in for teammates' own machines, so "
+                        "that only the studio server's work competes with training; 0: they share the cores)")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     cfg_file = Path(tempfile.mkdtemp(prefix="overhead-")) / "config.json"
@@ -152,7 +167,7 @@ def main() -> int:
     for round_ in range(args.rounds):
         for variant in variants:  # alternated: cli, studio, (studio-gc), cli, studio, ...
             r = cli_round(cfg_file, env) if variant == "cli" else studio_round(cfg_file, env, variant == "studio-gc",
-                                                                                args.browsers)
+                                                                                args.browsers, args.browser_nice)
             results[variant].append(r)
             print(f"round {round_ + 1} {variant:9s} {r['tokens_per_s']:8.1f} tokens/s"
                   + (f"  (studio server {r['studio_server_cpu_s']} CPU s, {args.browsers} browsers "
@@ -171,6 +186,7 @@ def main() -> int:
     out = ROOT / "bench" / "results" / "studio_overhead.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"steps": args.steps, "rounds": args.rounds, "browsers": args.browsers,
+                               "browser_nice": args.browser_nice,
                                "results": summary}, indent=2))
     ratio = summary["studio"]["ratio_to_cli"]
     target = 0.95 if args.browsers <= 2 else 0.9
