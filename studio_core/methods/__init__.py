@@ -2,9 +2,9 @@
 
 A method's module holds all of it: its parameters (the config section, with defaults and descriptions, from
 which the UI builds its form), how they become a peft config (`build`), its registry entry (`Method`: layers it
-can wrap, mergeable, 4-bit base, what it promises), its own config checks (`problems`), its checks against the
-model's layers (`fit_problems`) and any hook it needs in the training loop (`callbacks`). QLoRA, DoRA and rsLoRA
-share LoRA's module and parameters; QLoRA differs in how the base loads (`loads_in_4bit`).
+can wrap, mergeable, 4-bit base, what it promises), its own config checks (`problems`, where it has any), its
+checks against the model's layers (`fit_problems`) and any hook it needs in the training loop (`callbacks`). QLoRA,
+DoRA and rsLoRA share LoRA's module and parameters; QLoRA differs in how the base loads (`loads_in_4bit`).
 
 Applying a method to a model (and saving it) is `studio_core.train.adapters`.
 """
@@ -63,7 +63,7 @@ def switch_method(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 def method_problems(config) -> list[Problem]:
     """Invalid method settings and combinations (each method's own checks), each with the option to change."""
-    problems = [p for module in MODULES for p in module.problems(config)]
+    problems = [p for module in MODULES if hasattr(module, "problems") for p in module.problems(config)]
     m = config.method
     if not METHODS[m.name].mergeable and config.export.enabled:
         problems.append(Problem("export.enabled", f"{m.name} tuning adds virtual tokens instead of changing "

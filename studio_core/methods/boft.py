@@ -40,10 +40,6 @@ def build_boft(m, targets, ctx: BuildContext):
     )
 
 
-def problems(config) -> list:
-    return []
-
-
 def butterfly_problems(section, modules) -> list[Problem]:
     found = block_problems(section, modules)
     if found:

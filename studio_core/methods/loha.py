@@ -33,10 +33,6 @@ def build_loha(m, targets, ctx: BuildContext):
     )
 
 
-def problems(config) -> list:
-    return []
-
-
 METHODS = (
     Method(
         "loha",

@@ -37,10 +37,6 @@ def build_lokr(m, targets, ctx: BuildContext):
     )
 
 
-def problems(config) -> list:
-    return []
-
-
 METHODS = (
     Method(
         "lokr",

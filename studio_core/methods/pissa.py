@@ -31,10 +31,6 @@ def build(m, targets, ctx: BuildContext):
                       init_lora_weights=init, task_type=task_type())
 
 
-def problems(config) -> list:
-    return []
-
-
 METHODS = (
     Method("pissa", "PiSSA", "LoRA initialised from the principal singular vectors of each weight", build,
            layer_types=LINEAR_CONV1D, quantized_base=False, rewrites_base=True),

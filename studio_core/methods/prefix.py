@@ -32,10 +32,6 @@ def build_prefix(m, targets, ctx: BuildContext):
     )
 
 
-def problems(config) -> list:
-    return []
-
-
 METHODS = (
     Method(
         "prefix",

@@ -27,10 +27,6 @@ def build(m, targets, ctx: BuildContext):
                       save_projection=True, task_type=task_type())
 
 
-def problems(config) -> list:
-    return []
-
-
 METHODS = (
     Method("vera", "VeRA", "shared frozen random low-rank matrices with two trained scaling vectors per module",
            build, under_1_percent=True),
