@@ -176,3 +176,27 @@ def test_unrunnable_config_is_refused_at_submit(tmp_path):
     with pytest.raises(ConfigError, match="not available yet"):
         jobs.enqueue(validate_config({"pruning": {"enabled": True}}), tmp_path)
     assert RunStore(tmp_path).list() == []
+
+
+def test_a_restarted_studio_adopts_the_run_its_predecessor_started_and_waits_for_it(tmp_path):
+    """The run's process outlives a killed supervisor (its own session); the next one supervises it to its end."""
+    import subprocess
+    import sys
+
+    run = jobs.enqueue(validate_config({**LONG, "training": {**LONG["training"], "max_steps": 30}}), tmp_path)
+    second = jobs.enqueue(validate_config({**QUICK, "name": "next"}), tmp_path)
+    first_studio = subprocess.Popen([sys.executable, "-m", "studio_core.cli", "queue", "work", "--home",
+                                     str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: trained_steps(run) >= 1, what="training under the first supervisor")
+    finally:
+        first_studio.kill()  # the studio dies; its run's process does not
+        first_studio.wait()
+    child = run.job_record()["pid"]
+    assert run.read_status()["state"] == "running" and os.kill(child, 0) is None  # still alive
+    sup = supervisor(tmp_path)
+    assert sup.step()  # adopts the running run: waits for it, does not start the queued one beside it
+    assert run.read_status()["state"] == "completed" and second.read_status()["state"] == "queued"
+    job = run.job_record()
+    assert job["ended_at"] and job["exit_status_unknown"] and job["supervisor_pid"] == os.getpid()
+    assert sup.step() and second.read_status()["state"] == "completed"  # then the queue goes on
