@@ -51,13 +51,6 @@ def request_cancel(run: RunDir, requested_by: str | None = None) -> None:
     atomic_write_json(run.path / CANCEL_FILE, {"requested_at": utc_now(), "requested_by": requested_by})
 
 
-def cancel_request(run: RunDir) -> dict[str, Any] | None:
-    try:
-        return json.loads((run.path / CANCEL_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return None
-
-
 @dataclass
 class RunContext:
     """What stages share: the config, the run dir, the cancel signal, and a cache of earlier stages' objects."""

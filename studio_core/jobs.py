@@ -38,7 +38,7 @@ import psutil
 from studio_core.config import RunConfig
 from studio_core.context import CANCEL_FILE, request_cancel
 from studio_core.errors import InputError
-from studio_core.hardware.usage import ProcessSampler, peaks
+from studio_core.hardware.usage import ProcessSampler, with_peaks
 from studio_core.runs import (
     RunDir,
     RunStore,
@@ -46,7 +46,6 @@ from studio_core.runs import (
     atomic_write_json,
     config_file_text,
     new_run_id,
-    read_jsonl,
     utc_now,
 )
 
@@ -119,20 +118,26 @@ def cancel(run_id: str, home: str | Path | None = None, *, requested_by: str | N
     run = RunStore(home).get(run_id)
     state = run.read_status()["state"]
     if state == "queued" and _claim(run):
-        status = run.read_status()
-        for stage in status.get("stages", {}).values():
-            if stage.get("state") == "pending":
-                stage["state"] = "cancelled"
-        status.update(state="cancelled", finished_at=utc_now(), error="cancelled while queued")
-        run.write_status(status)
-        run.event("run_cancelled", "cancelled while queued", requested_by=requested_by)
-        (run.path / CLAIM_FILE).unlink(missing_ok=True)  # so that it can be queued again to resume
+        _end_unstarted(run, "cancelled", "cancelled while queued", requested_by=requested_by)
         return "cancelled"
     if state in ("queued", "running"):  # queued but just claimed: the child takes the request at its start
         request_cancel(run, requested_by)
         run.event("cancel_requested", "cancel requested", requested_by=requested_by)
         return "cancelling"
     raise InputError(f"run {run_id} is {state}: there is nothing to cancel")
+
+
+def _end_unstarted(run: RunDir, state: str, error: str, **event: Any) -> None:
+    """Finish a claimed run whose process never started (cancelled while queued, a secret missing); a cancel also
+    marks its pending stages cancelled. The claim is released so that it can be queued again to resume."""
+    status = run.read_status()
+    for stage in status.get("stages", {}).values():
+        if state == "cancelled" and stage.get("state") == "pending":
+            stage["state"] = state
+    status.update(state=state, finished_at=utc_now(), error=error)
+    run.write_status(status)
+    run.event(f"run_{state}", error, **event)
+    (run.path / CLAIM_FILE).unlink(missing_ok=True)
 
 
 def _claim(run: RunDir) -> bool:
@@ -173,9 +178,6 @@ class Supervisor:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -216,12 +218,12 @@ class Supervisor:
         secrets = self.secrets.pop(run.run_id, {})
         missing = [name for name in needed if name not in secrets]
         if missing:
-            self._fail_before_start(run, f"the secret(s) {', '.join(missing)} this run needs were held in the memory "
+            _end_unstarted(run, "failed", f"the secret(s) {', '.join(missing)} this run needs were held in the memory "
                                          "of the studio that queued it, and are gone (the studio restarted); resume "
                                          "the run and enter them again")
             return
         if (run.path / CANCEL_FILE).exists():  # cancelled between queueing and now
-            self._fail_before_start(run, "cancelled while queued", state="cancelled")
+            _end_unstarted(run, "cancelled", "cancelled while queued")
             return
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_ROOT,
                                                                           os.environ.get("PYTHONPATH")]))}
@@ -248,14 +250,13 @@ class Supervisor:
             sampler = ProcessSampler(pid)
         except psutil.Error:
             sampler = None
-        samples = [s for s in read_jsonl(run.path / RESOURCES_FILE) if s.get("pid") == pid]
         next_sample = time.monotonic() + self.sample_s
         cancel_seen = term_sent = kill_sent = None
         while True:
             if proc is not None:
                 if proc.poll() is not None:
                     break
-            elif not _pid_alive(pid, run):
+            elif not _pid_alive(pid):
                 break
             now = time.monotonic()
             if sampler is not None and now >= next_sample:
@@ -264,8 +265,7 @@ class Supervisor:
                 if reading is not None:
                     reading = {"time": utc_now(), "pid": pid, **reading}
                     append_jsonl(run.path / RESOURCES_FILE, reading)
-                    samples.append(reading)
-                    job["peaks"] = peaks(samples)
+                    job["peaks"] = with_peaks(job.get("peaks"), reading)  # an adopted run keeps its earlier peaks
                     atomic_write_json(run.path / JOB_FILE, job)
             if (run.path / CANCEL_FILE).exists():
                 cancel_seen = cancel_seen or now
@@ -309,15 +309,8 @@ class Supervisor:
         (run.path / CLAIM_FILE).unlink(missing_ok=True)  # a resume can queue it again
         atomic_write_json(run.path / JOB_FILE, job)  # last: `ended_at` there means the whole outcome is recorded
 
-    def _fail_before_start(self, run: RunDir, error: str, state: str = "failed") -> None:
-        status = run.read_status()
-        status.update(state=state, finished_at=utc_now(), error=error)
-        run.write_status(status)
-        run.event(f"run_{state}", error)
-        (run.path / CLAIM_FILE).unlink(missing_ok=True)
 
-
-def _pid_alive(pid: int, run: RunDir) -> bool:
+def _pid_alive(pid: int) -> bool:
     try:
         proc = psutil.Process(pid)
         return proc.status() != psutil.STATUS_ZOMBIE

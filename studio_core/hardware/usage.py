@@ -81,11 +81,14 @@ def _gpu_reading(pynvml, pids: set[int]) -> dict[str, Any]:
     return {"gpu_memory_mb": round(memory / _MB, 1), "gpu_util_percent": util}
 
 
-def peaks(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """The highest of each figure over a job's samples (None where it was never measured)."""
-    out: dict[str, Any] = {}
-    for key, name in (("cpu_percent", "peak_cpu_percent"), ("rss_mb", "peak_rss_mb"),
-                      ("gpu_memory_mb", "peak_gpu_memory_mb"), ("gpu_util_percent", "peak_gpu_util_percent")):
-        values = [s[key] for s in samples if s.get(key) is not None]
-        out[name] = max(values) if values else None
+PEAK_FIELDS = (("cpu_percent", "peak_cpu_percent"), ("rss_mb", "peak_rss_mb"), ("gpu_memory_mb", "peak_gpu_memory_mb"),
+               ("gpu_util_percent", "peak_gpu_util_percent"))
+
+
+def with_peaks(peaks: dict[str, Any] | None, reading: dict[str, Any]) -> dict[str, Any]:
+    """The highest of each figure so far, `reading` included (None where it was never measured)."""
+    out = dict(peaks or {})
+    for key, name in PEAK_FIELDS:
+        value, best = reading.get(key), out.get(name)
+        out[name] = best if value is None else value if best is None else max(best, value)
     return out
