@@ -42,12 +42,14 @@ class ProcessSampler:
         measured = 0
         for p in tree:
             try:
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    continue  # exited, not yet reaped: Linux reports it as 0 MB, which is not a reading
                 cpu += p.cpu_percent(interval=None)
                 rss += p.memory_info().rss
                 measured += 1
             except psutil.Error:
                 continue  # a child that just exited
-        if not measured:  # the whole tree exited between listing and reading it
+        if not measured:  # the whole tree exited between listing and reading it (or is waiting to be reaped)
             return None
         reading: dict[str, Any] = {"cpu_percent": round(cpu, 1), "rss_mb": round(rss / _MB, 1),
                                    "gpu_memory_mb": None, "gpu_util_percent": None}
