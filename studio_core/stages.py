@@ -194,11 +194,12 @@ def training_exec(ctx: RunContext) -> None:
 
 def trainer_parts(ctx: RunContext):
     """What the run's enabled features attach to the Trainer (`train.trainer.TrainerParts`): trackers, a privacy
-    engine, a gradient communication hook, a packing collator. Each feature adds its own piece here, from its
-    own config section; none is in this version yet, so the Trainer is the plain one."""
+    engine, a gradient communication hook, a packing collator. Each feature's module has one function of the
+    context returning its parts (None when the feature is off), and joins them here on a line of its own."""
     from studio_core.train.trainer import TrainerParts
 
-    return TrainerParts()
+    parts = TrainerParts()
+    return parts
 
 
 def _val_loss_at(history: list[dict], checkpoint: str | None) -> float | None:

@@ -50,6 +50,19 @@ class TrainerParts:
     comm_hook: tuple[Any, Callable] | None = None
     metric_fields: list[Callable[[Any], dict[str, Any]]] = field(default_factory=list)
 
+    def add(self, other: TrainerParts | None) -> TrainerParts:
+        """Join one feature's parts to these. A collator and a comm hook can each come from one feature only."""
+        if other is None:
+            return self
+        for name in ("collator", "comm_hook"):
+            if getattr(self, name) is not None and getattr(other, name) is not None:
+                raise ValueError(f"two features both set the Trainer's {name}; only one can")
+            setattr(self, name, getattr(self, name) if getattr(other, name) is None else getattr(other, name))
+        self.callbacks += other.callbacks
+        self.wrap += other.wrap
+        self.metric_fields += other.metric_fields
+        return self
+
 
 @dataclass
 class TrainOutcome:

@@ -39,3 +39,13 @@ def test_callbacks_collator_wrappers_metric_fields_and_comm_hook_all_plug_in(tmp
     train_lines = [m for m in run.metrics() if "loss" in m]
     assert [m["feature_step"] for m in train_lines] == [10, 20, 30, 40]
     assert any("communication hook was not used" in e["message"] for e in run.events() if e["type"] == "warning")
+
+
+def test_parts_of_several_features_join_and_two_collators_are_refused():
+    import pytest
+
+    first = TrainerParts(callbacks=["a"], metric_fields=[len], collator=object())
+    joined = TrainerParts().add(first).add(None).add(TrainerParts(callbacks=["b"], wrap=[id]))
+    assert joined.callbacks == ["a", "b"] and joined.wrap == [id] and joined.collator is first.collator
+    with pytest.raises(ValueError, match="collator"):
+        joined.add(TrainerParts(collator=object()))
