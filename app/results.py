@@ -249,7 +249,7 @@ def evaluation(report: dict[str, Any], run) -> None:
     st.table([{"metric": m, "base": f"{x:.4f}", "tuned": f"{y:.4f}", "change": f"{y - x:+.4f}"} for m, x, y in rows])
     answers = [a for a in _jsonl(run.artifacts / "eval" / "answers.jsonl") if a.get("reference")]
     if name == "verdict_accuracy" and answers:
-        _verdicts(answers)
+        _verdicts(report, answers)
     over = report.get("overfitting")
     if over:
         (st.warning if over.get("overfitting") else st.info)(f"Overfitting: {over['verdict']}.")
@@ -269,20 +269,36 @@ def evaluation(report: dict[str, Any], run) -> None:
                 right.text_area("tuned", sample["tuned"] or "(empty answer)", disabled=True, key=f"eval-tuned-{i}")
 
 
-def _verdicts(answers: list[dict]) -> None:
-    from studio_core.data.demo import parse_verdict
+def _verdicts(report: dict[str, Any], answers: list[dict]) -> None:
+    """The decision against the majority-class baseline, per rule, and the confusion matrices (from the
+    evaluation report; a report written before it carried them is measured here from its answers)."""
+    from studio_core.evaluate.verdicts import LABELS, NO_VERDICT, headline, verdict_report
 
-    refs = [parse_verdict(a["reference"]) for a in answers]
-    majority = max(set(refs), key=refs.count)
-    st.markdown(f"Majority-class baseline (always answering **{majority}**): "
-                f"**{refs.count(majority) / len(refs):.2f}** on these {len(refs)} rows.")
-    labels = ["COMPLIANT", "NON-COMPLIANT", None]
+    def measured(side: str) -> dict[str, Any]:
+        if "verdicts" in report[side]["task"]:
+            return report[side]["task"]["verdicts"]
+        prompts = ["\n".join(m["content"] for m in a["prompt"] if m["role"] == "user") for a in answers]
+        return verdict_report(prompts, [a[side] or "" for a in answers], [a["reference"] for a in answers])
+
+    sides = {side: measured(side) for side in ("base", "tuned")}
+    tuned = sides["tuned"]
+    (st.success if tuned["above_baseline"] else st.warning)(f"Tuned: {headline(tuned)}, on {tuned['rows']} "
+                                                             "held-out rows.")
+    rules = sorted(set(sides["base"]["per_rule"]) | set(tuned["per_rule"]))
+    per_rule = [{"rule": rule.replace("_", " "), "rows": tuned["per_rule"].get(rule, {}).get("rows", 0),
+                 "majority baseline": f"{tuned['per_rule'].get(rule, {}).get('majority_baseline', 0):.2f}",
+                 "base": f"{sides['base']['per_rule'].get(rule, {}).get('accuracy', 0):.2f}",
+                 "tuned": f"{tuned['per_rule'].get(rule, {}).get('accuracy', 0):.2f}",
+                 "above baseline": "yes" if tuned["per_rule"].get(rule, {}).get("above_baseline") else "no"}
+                for rule in rules]
+    st.markdown("**Verdict accuracy per rule** (tuned; above baseline: binomial p < "
+                f"{tuned['significance']:.2f})")
+    st.table(_indexed(per_rule, "rule"))
     left, right = st.columns(2)
     for column, side in ((left, "base"), (right, "tuned")):
-        predicted = [parse_verdict(a[side] or "") for a in answers]
-        table = [{"expected": r, **{(p or "no verdict"): sum(1 for x, y in zip(refs, predicted) if x == r and y == p)
-                                    for p in labels}} for r in labels[:2]]
-        column.markdown(f"Confusion matrix, **{side}** (rows: expected, columns: answered)")
+        table = [{"expected": expected, **sides[side]["confusion"][expected]} for expected in LABELS]
+        column.markdown(f"Confusion matrix, **{side}** (rows: expected, columns: answered; "
+                        f"'{NO_VERDICT}': the answer had none)")
         column.table(_indexed(table, "expected"))
 
 

@@ -412,6 +412,14 @@ def parse_verdict(text: str) -> str | None:
     return COMPLIANT if word == "compliant" else NON_COMPLIANT
 
 
+def rule_of(prompt_text: str) -> str | None:
+    """The clause type whose policy rule a demo prompt states (``"payment_terms"``), or None for another prompt."""
+    for kind, spec in _CLAUSES.items():
+        if f"Policy rule: {spec.rule}." in prompt_text:
+            return kind
+    return None
+
+
 def verdict_accuracy(predictions: list[str], references: list[str]) -> float:
     """Fraction of predictions whose parsed verdict equals the reference's; an unparseable one is wrong.
 

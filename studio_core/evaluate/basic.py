@@ -87,14 +87,26 @@ def _prompt_ids(tokenizer, prompt: list[dict]) -> list[int]:
                                          return_dict=False)
 
 
-def task_metric(data_path: str, predictions: list[str], references: list[str]) -> dict[str, Any]:
-    """Verdict accuracy on the legal-audit demo; exact match (normalised, see metrics.py) on any other data."""
+def task_metric(data_path: str, predictions: list[str], references: list[str],
+                prompts: list[str] | None = None) -> dict[str, Any]:
+    """Verdict accuracy on the legal-audit demo (with its majority baseline, per-rule figures and confusion
+    matrix when the prompts are given: evaluate/verdicts.py); exact match (normalised, see metrics.py) on any
+    other data."""
     if data_path == f"{DEMO_REF_PREFIX}legal-audit":
         parsed = sum(parse_verdict(p) is not None for p in predictions)
-        return {"name": "verdict_accuracy", "value": verdict_accuracy(predictions, references),
-                "parsed_fraction": parsed / max(1, len(predictions))}
+        metric = {"name": "verdict_accuracy", "value": verdict_accuracy(predictions, references),
+                  "parsed_fraction": parsed / max(1, len(predictions))}
+        if prompts is not None:
+            from studio_core.evaluate.verdicts import verdict_report
+
+            metric["verdicts"] = verdict_report(prompts, predictions, references)
+        return metric
     matches = sum(exact_match(p, r) for p, r in zip(predictions, references))
     return {"name": "exact_match", "value": matches / max(1, len(predictions))}
+
+
+def _user_text(prompt: list[dict]) -> str:
+    return "\n".join(m["content"] for m in prompt if m["role"] == "user" and isinstance(m.get("content"), str))
 
 
 @dataclass
@@ -135,7 +147,8 @@ def measure_split(model, tokenizer, split: EvalSplit, cfg, precision: str,
                            lambda: autocast(precision, device))
     with autocast(precision, device):
         answers = generate(model, tokenizer, split.prompts, cfg.evaluation.max_new_tokens, on_batch=on_batch)
-    return {"loss": loss, "ppl": perplexity(loss), "task": task_metric(cfg.data.path, answers, split.references),
+    return {"loss": loss, "ppl": perplexity(loss), "task": task_metric(cfg.data.path, answers, split.references,
+                                                           [_user_text(p) for p in split.prompts]),
             "generation": generation_metrics(answers, split.references, cfg.evaluation.metrics)}, answers
 
 

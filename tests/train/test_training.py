@@ -171,6 +171,11 @@ def test_evaluation_compares_base_with_adapter_disabled_and_tuned(tmp_path):
     assert report["base"]["val_loss"] == pytest.approx(step0["val_loss"], rel=1e-3)  # adapter off == untrained
     assert report["tuned"]["val_loss"] < report["base"]["val_loss"]
     assert report["task_metric"] == "verdict_accuracy"
+    verdicts = report["tuned"]["task"]["verdicts"]  # the decision against always giving the common verdict
+    assert verdicts["rows"] == report["rows"]["task"] and verdicts["accuracy"] == report["tuned"]["task"]["value"]
+    assert sum(r["rows"] for r in verdicts["per_rule"].values()) == verdicts["rows"]
+    assert "other" not in verdicts["per_rule"]  # every demo prompt's rule was recognised
+    assert "majority-class baseline" in next(e for e in run.events() if e["type"] == "evaluated")["message"]
     samples = [json.loads(line) for line in (run.artifacts / "eval" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 and {"prompt", "reference", "base", "tuned"} <= samples[0].keys()
 
