@@ -15,6 +15,7 @@ from studio_core.errors import ConfigError, Problem
 from studio_core.methods import METHOD_IDS, METHOD_SECTIONS, method_problems, method_section
 from studio_core.methods.lora import LoraMethod
 from studio_core.sections import Section
+from studio_core.sparsity import problems as pruning_problems
 
 EMBEDDED_MODEL_REF = "embedded:smollm2-135m-instruct"
 DEMO_DATA_REF = "demo:legal-audit"
@@ -160,7 +161,22 @@ def _stage_section(step: str, extra: str = "") -> Any:
 
 
 class PruningConfig(Section):
-    enabled: bool = _stage_section("step 5, Pruning Aware Init (2:4 masks)")
+    enabled: bool = _stage_section("step 5, Pruning Aware Init (2:4 masks)", " The base's target weights are pruned "
+                                   "to 2 of every 4 before the adapter is built, and the adapter's update is masked "
+                                   "the same way, so the merged model is exactly 2:4 (lora, dora, rslora, qlora).")
+    method: Literal["magnitude", "wanda"] = Field(
+        "wanda", description="How the 2 kept weights of every 4 are chosen: 'magnitude' (largest |W|) or 'wanda' "
+        "(largest |W| x ||X||, the input feature's activation norm over the calibration rows; Sun et al. 2023).",
+    )
+    targets: list[str] | Literal["auto"] = Field(
+        "auto", description="Linear layers to prune: 'auto' (every linear layer inside the decoder blocks: the "
+        "attention and MLP projections) or module names such as [\"q_proj\", \"v_proj\"]. Embeddings, norms and "
+        "the LM head are never pruned; every layer the adapter adapts must be pruned too.",
+    )
+    calibration_rows: int = Field(
+        32, ge=1, le=4096, description="Training rows whose activations Wanda measures (the first N of the training "
+        "split); magnitude pruning reads none.",
+    )
 
 
 class PrivacyConfig(Section):
@@ -337,6 +353,7 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem("data.val_path", "is the training file itself; point it at a separate file"))
     if config.method.enabled:
         problems.extend(method_problems(config))
+    problems.extend(pruning_problems(config))
     return problems
 
 

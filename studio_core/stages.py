@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from studio_core.sparsity import run as sparsity
 from studio_core.train.lifecycle import (
     build_peft_model,
     build_with_unsloth,
@@ -140,7 +141,9 @@ def training_init(ctx: RunContext) -> None:
         model = load_training_model(ctx, precision)
         if ctx.simulated:  # the adapter will belong to this tiny stand-in: ship it, so the adapter loads and merges
             model.save_pretrained(str(ctx.artifact_dir("simulation-base")), safe_serialization=True)
+        sparsity.prune_base(ctx, model)  # step 5's masks go on the base before the adapter is built
         peft_model, targets = build_peft_model(ctx, model)
+        sparsity.mask_adapter(ctx, peft_model)
     if rewrites_base(cfg.method):  # kept to convert the trained adapter back onto the original base
         save_initial_adapter(peft_model, ctx.artifact_dir("adapter-init"))
     trainable, total = count_parameters(peft_model)
@@ -157,6 +160,11 @@ def training_init(ctx: RunContext) -> None:
     ctx.outputs.update(peft_model=peft_model, precision=precision, targets=targets, backend=backend.name)
     ctx.emit("training_initialised", f"{cfg.method.name}: {trainable:,} of {total:,} parameters trainable "
                                      f"({info['trainable_percent']:.3f}%), {precision}", **info)
+
+
+def pruning_init(ctx: RunContext) -> None:
+    """Step 5: verify the 2:4 masks Training Init put on the base (before the adapter) and record them."""
+    sparsity.pruning_init(ctx)
 
 
 def training_exec(ctx: RunContext) -> None:
@@ -189,6 +197,7 @@ def training_exec(ctx: RunContext) -> None:
                "best_checkpoint_val_loss": _val_loss_at(outcome.history, outcome.best_checkpoint),
                "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
     ctx.write_artifact("training.json", summary)
+    sparsity.check_trained(ctx, ctx.outputs["peft_model"])
     save_and_merge(ctx)
 
 
