@@ -300,6 +300,8 @@ def export_onnx(ctx: RunContext) -> None:
     except StudioError as e:
         ctx.write_artifact("onnx/export.json", {**report, "parity": getattr(e, "report", None)})
         raise
+    if ctx.config.pruning.enabled:
+        report["sparsity"] = sparsity.onnx_check(out / report["onnx_file"], ctx)
     ctx.write_artifact("onnx/export.json", {**report, "parity": parity,
                                             "max_relative_error": parity["max_relative_error"]})
     ctx.emit("exported", f"ONNX opset {report['opset']}, {report['size_bytes'] / 2**20:.0f} MiB; ONNX Runtime vs "
@@ -313,6 +315,8 @@ def compile_engine(ctx: RunContext) -> None:
     cfg = ctx.config.compile
     report = compile_model(ctx.run.artifacts / "onnx", ctx.artifact_dir("engine"), cfg.backend, cfg.int8,
                            cfg.precision, tuple(cfg.batch_range), tuple(cfg.sequence_range), cfg.int8_scheme)
+    if ctx.config.pruning.enabled:  # the engine holds the 2:4 merged weights; say what that buys on this engine
+        report["sparsity"] = sparsity.engine_note(report)
     ctx.write_artifact("engine/compile.json", report)
     why = f" ({report['tensorrt_not_used']})" if report.get("tensorrt_not_used") else ""
     ctx.emit("compiled", f"built {report['engine']}{why}")
