@@ -233,7 +233,8 @@ def check_trained(ctx: RunContext, peft_model) -> None:
                 weight = weight + layers[name].get_delta_weight(adapter).float().cpu()
             effective[name] = weight
     rows = _check(effective, "after training")
-    _update_report(ctx, checks={"after_training": {"violations": 0, "tensors": len(rows)}})
+    _update_report(ctx, checks={"after_training": {"violations": 0, "tensors": len(rows)}},
+                   tuned_general_text_perplexity=general_text_perplexity(peft_model, ctx.tokenizer()))
 
 
 def check_merged(ctx: RunContext, merged_dir: Path) -> dict:
