@@ -63,3 +63,38 @@ def test_an_adapted_layer_without_a_mask_is_refused():
     del masks["model.layers.0.self_attn.q_proj"]
     with pytest.raises(ValueError, match="model.layers.0.self_attn.q_proj has no 2:4 mask"):
         mask_adapter(peft_model, masks)
+
+
+def test_qlora_prunes_the_nf4_base_reproducibly_and_merges_two_four(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from peft import PeftModel, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    from studio_core.models.resolve import nf4_config
+    from studio_core.sparsity.prune import layer_report, state_digest
+
+    build_random_model(_family_config("llama", 300)).save_pretrained(tmp_path)
+
+    def load_4bit():
+        return AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=nf4_config("fp32"),
+                                                    device_map="cpu", dtype=torch.float32)
+
+    model = load_4bit()
+    layers = target_layers(model, "auto")
+    assert type(layers["model.layers.0.self_attn.q_proj"]).__name__ == "Linear4bit"
+    masks = compute_masks(model, layers, "magnitude")  # on the de-quantized NF4 weights
+    apply_masks(layers, masks)  # re-quantized from the masked weights: NF4's zero is exact
+    assert sum(r["violations"] for r in layer_report(layers)) == 0
+    rebuilt = load_4bit()
+    apply_masks(target_layers(rebuilt, "auto"), masks)
+    assert state_digest(rebuilt) == state_digest(model)  # the merge base is the base that trained
+    peft_model = get_peft_model(prepare_model_for_kbit_training(model, use_gradient_checkpointing=False),
+                                LoraConfig(r=4, target_modules=TARGETS))
+    mask_adapter(peft_model, masks)
+    batch = {"input_ids": torch.randint(0, 300, (2, 16)), "attention_mask": torch.ones(2, 16, dtype=torch.long)}
+    train(peft_model, batch, steps=3)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(rebuilt.dequantize(), str(tmp_path / "adapter"))
+    mask_adapter(reloaded, masks)
+    merged = reloaded.merge_and_unload()
+    assert sum(violations(merged.get_submodule(name).weight) for name in masks) == 0
