@@ -23,7 +23,7 @@ def quality_rows(report: dict[str, Any], evaluation: dict[str, Any] | None) -> l
     tuned = (evaluation or {}).get("tuned")
     if tuned:
         rows.append({"model": "pruned base + adapter", "val loss": tuned.get("val_loss"),
-                     "val perplexity": tuned.get("val_perplexity") or tuned.get("perplexity"),
+                     "val perplexity": tuned.get("val_ppl"),
                      "general-text perplexity": report.get("tuned_general_text_perplexity"),
                      "task metric": (tuned.get("task") or {}).get("value")})
     return rows

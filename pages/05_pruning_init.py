@@ -6,7 +6,7 @@ from app import results
 from app.previews import module_names
 from app.pruning import pruning_report
 from app.session import config_data
-from app.steps import step_header, step_form, step_nav
+from app.steps import step_form, step_header, step_nav
 from studio_core.runs import studio_home
 
 step_header(5)

@@ -148,11 +148,12 @@ def prepare_base(ctx: RunContext, model) -> None:
     from studio_core.sparsity.prune import apply_masks, state_digest
 
     apply_masks(_layers(ctx, model), masks(ctx))
-    pinned = ctx.read_artifact("sparsity/pruned.json")["pruned_base_sha256"]
-    if getattr(model, "is_loaded_in_4bit", False) == ctx.read_artifact("sparsity/pruned.json")["base_loaded_in_4bit"]:
-        if (digest := state_digest(model)) != pinned:
-            raise StudioError(f"the rebuilt pruned base has digest {digest[:12]}, not the pinned {pinned[:12]}: "
-                              "the base weights or the masks changed since training")
+    record = ctx.read_artifact("sparsity/pruned.json")
+    pinned = record["pruned_base_sha256"]
+    same_form = bool(getattr(model, "is_loaded_in_4bit", False)) == record["base_loaded_in_4bit"]
+    if same_form and (digest := state_digest(model)) != pinned:
+        raise StudioError(f"the rebuilt pruned base has digest {digest[:12]}, not the pinned {pinned[:12]}: "
+                          "the base weights or the masks changed since training")
 
 
 def _check(tensors: dict[str, Any], when: str) -> list[dict]:

@@ -95,7 +95,8 @@ def main() -> int:
             continue
         want = F.linear(x, w)
         error = float((got.float() - want.float()).abs().max() / want.float().abs().max())
-        dense_ms, sparse_ms = median_ms(lambda: F.linear(x, w)), median_ms(lambda: F.linear(x, sparse))
+        dense_ms = median_ms(lambda x=x, w=w: F.linear(x, w))
+        sparse_ms = median_ms(lambda x=x, sparse=sparse: F.linear(x, sparse))
         ok = error <= TOLERANCE[args.dtype]
         failed |= not ok
         rows.append({"layer": name, "shape": list(w.shape), "relative_error": error, "dense_ms": dense_ms,

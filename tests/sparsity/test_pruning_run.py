@@ -12,9 +12,8 @@ from safetensors.torch import load_file, save_file
 from studio_core import workflow
 from studio_core.config import validate_config
 from studio_core.context import CancelSignal, RunContext
-from studio_core.package import generate_keys
+from studio_core.package import generate_keys, load_public_keys
 from studio_core.package.policy import Policy, evaluate_policy
-from studio_core.package import load_public_keys
 from studio_core.runs import RunDir
 from studio_core.sparsity import run as sparsity
 from studio_core.sparsity.pattern import violations
