@@ -2,6 +2,7 @@
 dense base + adapter; magnitude against Wanda masks. A program, not a test.
 
     .venv/bin/python bench/sparsity.py [--model tiny-random:llama | embedded:smollm2-135m-instruct] [--steps 10]
+    .venv/bin/python bench/sparsity.py --one-shot --model embedded:smollm2-135m-instruct   # no training, minutes
 
 Three real runs of the studio's engine in one home, same data, seed and LoRA settings: no pruning, magnitude,
 Wanda. Per model it reports the validation loss and perplexity and the task metric (step 8, greedy answers on
@@ -90,6 +91,36 @@ def recovery(results: dict, method: str) -> float | None:
     return gained / gap if gap > 0 else None
 
 
+def one_shot(model_ref: str, rows: int) -> dict:
+    """No training: the dense base against magnitude and Wanda 2:4 one-shot (the issue's Llama-2 reference is of
+    this kind), on validation loss (demo data) and general-text perplexity. Cheap: forward passes only."""
+    from studio_core.config import DataConfig
+    from studio_core.data.prepare import prepare_data
+    from studio_core.evaluate.basic import perplexity, validation_loss
+    from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
+    from studio_core.runs import model_cache_dir, studio_home
+    from studio_core.sparsity.prune import apply_masks, compute_masks, target_layers
+    from studio_core.sparsity.run import general_text_perplexity
+    from studio_core.train.batching import collate
+
+    resolved = resolve_model(model_ref, model_cache_dir(studio_home()))
+    tokenizer = load_tokenizer(resolved)
+    data = prepare_data(DataConfig(demo_rows=400, max_length=256), lambda: tokenizer)
+    val = [e for e in data.val_tokens if e.supervised_tokens][:rows]
+    calibration = [collate(data.train_tokens[i:i + 4], tokenizer.pad_token_id) for i in range(0, 32, 4)]
+    out = {}
+    for method in ("dense", "magnitude", "wanda"):
+        model = load_model(resolved)
+        if method != "dense":
+            layers = target_layers(model, "auto")
+            apply_masks(layers, compute_masks(model, layers, method, calibration))
+        loss = validation_loss(model, val, tokenizer.pad_token_id, batch_size=4)
+        out[method] = {"val_loss": loss, "val_perplexity": perplexity(loss),
+                       "general_ppl": general_text_perplexity(model, tokenizer)}
+        print(method, out[method], flush=True)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny-random:llama")
@@ -98,8 +129,18 @@ def main() -> int:
     parser.add_argument("--methods", default="magnitude,wanda")
     parser.add_argument("--home", type=Path, help="studio home for the runs (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sparsity.json")
+    parser.add_argument("--one-shot", action="store_true", help="no training: dense vs magnitude vs Wanda only")
     args = parser.parse_args()
 
+    if args.one_shot:
+        results = one_shot(args.model, args.rows)
+        print(f"\n{args.model}, one-shot 2:4 (no adapter), {args.rows} validation rows")
+        for method, r in results.items():
+            print(f"{method:10} val loss {r['val_loss']:.4f}  val ppl {r['val_perplexity']:9.2f}  "
+                  f"general-text ppl {r['general_ppl']:9.2f}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"model": args.model, "one_shot": results, "rows": args.rows}, indent=2) + "\n")
+        return 0
     home = args.home or Path(tempfile.mkdtemp(prefix="bench-sparsity-"))
     results = {"dense": measure(home, args.model, None, args.steps, args.rows)}
     for method in args.methods.split(","):
