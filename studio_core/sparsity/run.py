@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 MASKS = "sparsity/masks.safetensors"
 COMPRESSED = "sparse"
-QUALITY_ROWS = 16  # validation rows for the dense/pruned base losses at prune time (evaluation measures more)
 GENERAL_TEXT = Path(__file__).resolve().parent.parent / "data" / "general_text" / "sqlite3_h_prose.txt"
 CPU_SPEED = ("no speed-up is claimed on a CPU: the 2:4 zeros are stored dense by PyTorch, ONNX Runtime and GGUF "
              "CPU kernels, which skip nothing; 2:4 runs faster only on GPUs with sparse tensor cores "
@@ -61,10 +60,11 @@ def _calibration_batches(ctx: RunContext, model, rows: int):
 
 
 def base_quality(ctx: RunContext, model) -> dict[str, float]:
-    """Validation loss (first QUALITY_ROWS rows) and general-text perplexity of `model` as it is now."""
+    """Validation loss and general-text perplexity of `model` as it is now; the loss on the rows step 8 measures
+    (the first `evaluation.max_rows`), so the dense and pruned base compare with its pruned base + adapter."""
     from studio_core.evaluate.basic import perplexity, validation_loss
 
-    val = [e for e in ctx.prepared_data().val_tokens if e.supervised_tokens][:QUALITY_ROWS]
+    val = ctx.prepared_data().val_tokens[:ctx.config.evaluation.max_rows]
     loss = validation_loss(model, val, ctx.tokenizer().pad_token_id, batch_size=4)
     return {"val_loss": loss, "val_perplexity": perplexity(loss),
             "general_text_perplexity": general_text_perplexity(model, ctx.tokenizer())}
