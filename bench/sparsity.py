@@ -43,7 +43,7 @@ def run_config(model: str, pruning: str | None, steps: int, rows: int) -> dict:
 def general_ppl(folder: Path, tokenizer) -> float:
     from transformers import AutoModelForCausalLM
 
-    from studio_core.sparsity.run import general_text_perplexity
+    from studio_core.evaluate.general_text import general_text_perplexity
 
     return general_text_perplexity(AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True), tokenizer)
 
@@ -97,10 +97,10 @@ def one_shot(model_ref: str, rows: int) -> dict:
     from studio_core.config import DataConfig
     from studio_core.data.prepare import prepare_data
     from studio_core.evaluate.basic import perplexity, validation_loss
+    from studio_core.evaluate.general_text import general_text_perplexity
     from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
     from studio_core.runs import model_cache_dir, studio_home
     from studio_core.sparsity.prune import apply_masks, compute_masks, target_layers
-    from studio_core.sparsity.run import general_text_perplexity
     from studio_core.train.batching import collate
 
     resolved = resolve_model(model_ref, model_cache_dir(studio_home()))

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from studio_core.evaluate.general_text import general_text_perplexity
 from studio_core.sparsity import run as sparsity
 from studio_core.train.lifecycle import (
     build_peft_model,
@@ -141,7 +142,7 @@ def training_init(ctx: RunContext) -> None:
         model = load_training_model(ctx, precision)
         if ctx.simulated:  # the adapter will belong to this tiny stand-in: ship it, so the adapter loads and merges
             model.save_pretrained(str(ctx.artifact_dir("simulation-base")), safe_serialization=True)
-        sparsity.prune_base(ctx, model)  # step 5's masks go on the base before the adapter is built
+        sparsity.prune_base(ctx, model, lambda m: _base_quality(ctx, m))  # step 5's masks, before the adapter
         peft_model, targets = build_peft_model(ctx, model)
         sparsity.mask_adapter(ctx, peft_model)
     if rewrites_base(cfg.method):  # kept to convert the trained adapter back onto the original base
@@ -160,6 +161,14 @@ def training_init(ctx: RunContext) -> None:
     ctx.outputs.update(peft_model=peft_model, precision=precision, targets=targets, backend=backend.name)
     ctx.emit("training_initialised", f"{cfg.method.name}: {trainable:,} of {total:,} parameters trainable "
                                      f"({info['trainable_percent']:.3f}%), {precision}", **info)
+
+
+def _base_quality(ctx: RunContext, model) -> dict:
+    """A base's validation loss on the rows step 8 measures, and its general-text perplexity (pruning's table)."""
+    from studio_core.evaluate.general_text import base_quality
+
+    data = ctx.prepared_data()
+    return base_quality(model, ctx.tokenizer(), data.val_tokens[:ctx.config.evaluation.max_rows])
 
 
 def pruning_init(ctx: RunContext) -> None:
@@ -197,7 +206,7 @@ def training_exec(ctx: RunContext) -> None:
                "best_checkpoint_val_loss": _val_loss_at(outcome.history, outcome.best_checkpoint),
                "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
     ctx.write_artifact("training.json", summary)
-    sparsity.check_trained(ctx, ctx.outputs["peft_model"])
+    sparsity.check_trained(ctx, ctx.outputs["peft_model"], lambda m: general_text_perplexity(m, ctx.tokenizer()))
     save_and_merge(ctx)
 
 

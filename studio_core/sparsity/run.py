@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 MASKS = "sparsity/masks.safetensors"
 COMPRESSED = "sparse"
-GENERAL_TEXT = Path(__file__).resolve().parent.parent / "data" / "general_text" / "sqlite3_h_prose.txt"
 CPU_SPEED = ("no speed-up is claimed on a CPU: the 2:4 zeros are stored dense by PyTorch, ONNX Runtime and GGUF "
              "CPU kernels, which skip nothing; 2:4 runs faster only on GPUs with sparse tensor cores "
              "(tests/gpu/check_sparse24.py measures torch.sparse.to_sparse_semi_structured there)")
@@ -49,57 +49,31 @@ def _layers(ctx: RunContext, model):
 
 
 def _calibration_batches(ctx: RunContext, model, rows: int):
-    from studio_core.train.batching import collate
+    """Right-padded input ids and attention masks of the first `rows` training rows, 4 a batch (Wanda reads the
+    activations only, so no labels)."""
+    import torch
 
     examples = ctx.prepared_data().train_tokens[:rows]
     device = next(model.parameters()).device
     pad = ctx.tokenizer().pad_token_id
     for start in range(0, len(examples), 4):
-        batch = collate(examples[start:start + 4], pad)
-        yield {k: v.to(device) for k, v in batch.items()}
+        chunk = [e.input_ids for e in examples[start:start + 4]]
+        width = max(len(ids) for ids in chunk)
+        ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in chunk], device=device)
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in chunk], device=device)
+        yield {"input_ids": ids, "attention_mask": mask}
 
 
-def base_quality(ctx: RunContext, model) -> dict[str, float]:
-    """Validation loss and general-text perplexity of `model` as it is now; the loss on the rows step 8 measures
-    (the first `evaluation.max_rows`), so the dense and pruned base compare with its pruned base + adapter."""
-    from studio_core.evaluate.basic import perplexity, validation_loss
-
-    val = ctx.prepared_data().val_tokens[:ctx.config.evaluation.max_rows]
-    loss = validation_loss(model, val, ctx.tokenizer().pad_token_id, batch_size=4)
-    return {"val_loss": loss, "val_perplexity": perplexity(loss),
-            "general_text_perplexity": general_text_perplexity(model, ctx.tokenizer())}
-
-
-def general_text_perplexity(model, tokenizer, window: int = 128, max_windows: int = 32) -> float:
-    """Perplexity on the shipped public-domain text sample (`data/general_text/`), windows of `window` tokens."""
-    import math
-
-    import torch
-
-    ids = tokenizer(GENERAL_TEXT.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
-    chunks = [ids[i:i + window] for i in range(0, len(ids) - 1, window)][:max_windows]
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    model.eval()
-    with torch.no_grad():
-        for chunk in (c for c in chunks if len(c) > 1):
-            x = torch.tensor([chunk], device=device)
-            logits = model(input_ids=x).logits[0, :-1].float()
-            total += float(torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum"))
-            count += len(chunk) - 1
-    loss = total / max(1, count)
-    return math.exp(loss) if loss < 50 else float("inf")
-
-
-def prune_base(ctx: RunContext, model) -> None:
-    """Training Init, before the adapter: masks on the base's target weights, saved; dense and pruned measured."""
+def prune_base(ctx: RunContext, model, measure: Callable[[Any], dict]) -> None:
+    """Training Init, before the adapter: masks on the base's target weights, saved; `measure(model)` (validation
+    loss, general-text perplexity) taken on the dense and on the pruned base."""
     if not enabled(ctx):
         return
     from studio_core.sparsity.prune import apply_masks, compute_masks, masks_digest, save_masks, state_digest
 
     cfg = ctx.config.pruning
     layers = _layers(ctx, model)
-    dense = base_quality(ctx, model)
+    dense = measure(model)
     batches = list(_calibration_batches(ctx, model, cfg.calibration_rows)) if cfg.method == "wanda" else None
     masks = compute_masks(model, layers, cfg.method, batches)
     apply_masks(layers, masks)
@@ -109,7 +83,7 @@ def prune_base(ctx: RunContext, model) -> None:
     record = {"method": cfg.method, "targets": cfg.targets, "layers_pruned": len(layers),
               "calibration_rows": sum(b["input_ids"].shape[0] for b in batches) if batches else 0,
               "masks_sha256": masks_digest(masks), "pruned_base_sha256": state_digest(model),
-              "quality": {"dense_base": dense, "pruned_base": base_quality(ctx, model)},
+              "quality": {"dense_base": dense, "pruned_base": measure(model)},
               "base_loaded_in_4bit": bool(getattr(model, "is_loaded_in_4bit", False))}
     ctx.write_artifact("sparsity/pruned.json", record)
     ctx.outputs["masks"] = masks
@@ -214,8 +188,9 @@ def _update_report(ctx: RunContext, **fields: Any) -> None:
     ctx.write_artifact("pruning.json", report)
 
 
-def check_trained(ctx: RunContext, peft_model) -> None:
-    """After training: W + masked update of every pruned layer is still 2:4."""
+def check_trained(ctx: RunContext, peft_model, general_perplexity: Callable[[Any], float]) -> None:
+    """After training: W + masked update of every pruned layer is still 2:4; records the trained model's
+    `general_perplexity(model)` beside the base's."""
     if not enabled(ctx):
         return
     import torch
@@ -235,7 +210,7 @@ def check_trained(ctx: RunContext, peft_model) -> None:
             effective[name] = weight
     rows = _check(effective, "after training")
     _update_report(ctx, checks={"after_training": {"violations": 0, "tensors": len(rows)}},
-                   tuned_general_text_perplexity=general_text_perplexity(peft_model, ctx.tokenizer()))
+                   tuned_general_text_perplexity=general_perplexity(peft_model))
 
 
 def check_merged(ctx: RunContext, merged_dir: Path) -> dict:
@@ -315,9 +290,14 @@ def onnx_check(onnx_path: Path, ctx: RunContext) -> dict:
     from collections import Counter
 
     import onnx
+    import torch
     from onnx import numpy_helper
 
-    from studio_core.export.compile import _two_four
+    from studio_core.sparsity.pattern import violations
+
+    def two_four(w) -> bool:
+        t = torch.from_numpy(w.copy())
+        return any(x.shape[1] % 4 == 0 and violations(x) == 0 for x in (t, t.T))
 
     wanted = Counter(tuple(sorted(m.shape)) for m in masks(ctx).values())
     graph = onnx.load(str(onnx_path), load_external_data=True).graph
@@ -325,7 +305,7 @@ def onnx_check(onnx_path: Path, ctx: RunContext) -> dict:
     for t in graph.initializer:
         if len(t.dims) == 2 and tuple(sorted(t.dims)) in wanted:
             w = numpy_helper.to_array(t)
-            if _two_four(w) or _two_four(w.T):
+            if two_four(w):
                 found[tuple(sorted(t.dims))] += 1
     short = {f"{a}x{b}": wanted[(a, b)] - found[(a, b)] for a, b in wanted if found[(a, b)] < wanted[(a, b)]}
     if short:
