@@ -91,7 +91,7 @@ def recovery(results: dict, method: str) -> float | None:
     return gained / gap if gap > 0 else None
 
 
-def one_shot(model_ref: str, rows: int) -> dict:
+def one_shot(model_ref: str, rows: int, methods: tuple[str, ...] = ("dense", "magnitude", "wanda")) -> dict:
     """No training: the dense base against magnitude and Wanda 2:4 one-shot (the issue's Llama-2 reference is of
     this kind), on validation loss (demo data) and general-text perplexity. Cheap: forward passes only."""
     from studio_core.config import DataConfig
@@ -109,7 +109,7 @@ def one_shot(model_ref: str, rows: int) -> dict:
     val = [e for e in data.val_tokens if e.supervised_tokens][:rows]
     calibration = [collate(data.train_tokens[i:i + 4], tokenizer.pad_token_id) for i in range(0, 32, 4)]
     out = {}
-    for method in ("dense", "magnitude", "wanda"):
+    for method in methods:
         model = load_model(resolved)
         if method != "dense":
             layers = target_layers(model, "auto")
@@ -126,14 +126,17 @@ def main() -> int:
     parser.add_argument("--model", default="tiny-random:llama")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rows", type=int, default=32, help="validation rows measured (task rows: half)")
-    parser.add_argument("--methods", default="magnitude,wanda")
+    parser.add_argument("--methods", default=None, help="pruning methods, comma-separated (default magnitude,wanda)")
     parser.add_argument("--home", type=Path, help="studio home for the runs (default: a temporary folder)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sparsity.json")
     parser.add_argument("--one-shot", action="store_true", help="no training: dense vs magnitude vs Wanda only")
     args = parser.parse_args()
+    args.methods_given = args.methods is not None
+    args.methods = args.methods or "magnitude,wanda"
 
     if args.one_shot:
-        results = one_shot(args.model, args.rows)
+        results = one_shot(args.model, args.rows, ("dense", *args.methods.split(",")) if args.methods_given else
+                           ("dense", "magnitude", "wanda"))
         print(f"\n{args.model}, one-shot 2:4 (no adapter), {args.rows} validation rows")
         for method, r in results.items():
             print(f"{method:10} val loss {r['val_loss']:.4f}  val ppl {r['val_perplexity']:9.2f}  "
