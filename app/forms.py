@@ -109,7 +109,7 @@ def _kind(path: str, annotation) -> str:
         return "str"
     if _is_optional_str(annotation):
         return "optional_str"
-    if path.endswith("target_modules") or path.endswith("feedforward_modules"):
+    if path.endswith("target_modules") or path.endswith("feedforward_modules") or path == "pruning.targets":
         return "modules"
     origin, args = get_origin(annotation), get_args(annotation)
     if origin is tuple:

@@ -85,6 +85,9 @@ LABELS = {
     "policy.path": "Policy file",
     "policy.channel": "Promote to channel",
     "pruning.enabled": "Run Pruning Aware Init",
+    "pruning.method": "How the kept 2 of 4 are chosen",
+    "pruning.targets": "Layers to prune",
+    "pruning.calibration_rows": "Calibration rows (Wanda)",
     "comm.enabled": "Run Dynamic Sparsification",
     "privacy.enabled": "Differentially private training",
 }

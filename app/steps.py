@@ -21,8 +21,9 @@ WHAT_IT_DOES = {
        "has, precision support, truncation, rank sanity, and a time estimate from a measured micro-run.",
     4: "Build the PEFT model with any of 14 methods (LoRA, QLoRA, DoRA, rsLoRA, PiSSA, AdaLoRA, IA3, LoHa, LoKr, "
        "OFT, BOFT, VeRA, prefix, prompt tuning) on the architecture's projections; a preset fills every setting.",
-    5: "Will put 2:4 sparsity masks on the base weights and keep the adapter's updates inside that pattern, so the "
-       "merged model stays 2:4 sparse. Not in this version yet: a run cannot turn it on.",
+    5: "Put 2:4 sparsity masks on the base weights (magnitude or Wanda) before the adapter is built, keep the "
+       "adapter's update inside that pattern while it trains, and check that the merged model is exactly 2:4; the "
+       "pruned tensors also ship compressed. LoRA, DoRA, rsLoRA and QLoRA.",
     6: "Train with gradient accumulation, mixed precision, evaluation every N steps, early stopping, checkpoints, "
        "resume and cancel; then save the adapter and a checked merged model.",
     7: "Will compress the adapter's gradients and its shipped update (Rand-K / Top-K with error feedback). Not in "

@@ -160,7 +160,62 @@ def _stage_section(step: str, extra: str = "") -> Any:
 
 
 class PruningConfig(Section):
-    enabled: bool = _stage_section("step 5, Pruning Aware Init (2:4 masks)")
+    enabled: bool = _stage_section("step 5, Pruning Aware Init (2:4 masks)", " The base's target weights are pruned "
+                                   "to 2 of every 4 before the adapter is built, and the adapter's update is masked "
+                                   "the same way, so the merged model is exactly 2:4 (lora, dora, rslora, qlora).")
+    method: Literal["magnitude", "wanda"] = Field(
+        "wanda", description="How the 2 kept weights of every 4 are chosen: 'magnitude' (largest |W|) or 'wanda' "
+        "(largest |W| x ||X||, the input feature's activation norm over the calibration rows; Sun et al. 2023).",
+    )
+    targets: list[str] | Literal["auto"] = Field(
+        "auto", description="Linear layers to prune: 'auto' (every linear layer inside the decoder blocks: the "
+        "attention and MLP projections) or module names such as [\"q_proj\", \"v_proj\"]. Embeddings, norms and "
+        "the LM head are never pruned; every layer the adapter adapts must be pruned too.",
+    )
+    calibration_rows: int = Field(
+        32, ge=1, le=4096, description="Training rows whose activations Wanda measures (the first N of the training "
+        "split); magnitude pruning reads none.",
+    )
+
+
+# Pruning (step 5) keeps 2:4 through training and merge only where the adapter's update can be masked.
+PRUNABLE_METHODS = ("lora", "dora", "rslora", "qlora")
+PRUNING_REFUSED = {
+    "pissa": "PiSSA rewrites the base as a dense residual W - U S V^T at init, so the base is no longer 2:4",
+    "prefix": "prefix tuning adds virtual tokens and never merges, so there is no merged weight to keep 2:4",
+    "prompt": "prompt tuning adds virtual tokens and never merges, so there is no merged weight to keep 2:4",
+}
+NEVER_PRUNED = ("lm_head", "embed", "norm")
+
+
+def pruning_problems(config) -> list[Problem]:
+    """Why `config`'s pruning cannot hold the 2:4 pattern through training and merge, each with the fix."""
+    p = config.pruning
+    if not p.enabled:
+        return []
+    found = []
+    name = config.method.name
+    if name not in PRUNABLE_METHODS:
+        why = PRUNING_REFUSED.get(name, f"{name}'s update is not kept inside the mask by this studio (only "
+                                f"{', '.join(PRUNABLE_METHODS)} are)")
+        found.append(Problem("pruning.enabled", f"{why}; use method.name=lora, dora, rslora or qlora, or set "
+                                                "pruning.enabled=false"))
+    elif getattr(config.method, "init", "") == "olora":
+        found.append(Problem("pruning.enabled", "olora init rewrites the base as a dense residual (W - Q R), so the "
+                                                "base is no longer 2:4; use method.init=default or gaussian"))
+    if p.targets != "auto":
+        bad = [t for t in p.targets if any(f in t.lower() for f in NEVER_PRUNED)]
+        if bad:
+            found.append(Problem("pruning.targets", f"{', '.join(bad)}: embeddings, norms and the LM head are never "
+                                                    "pruned; name attention and MLP projections, or use 'auto'"))
+        method_targets = getattr(config.method, "target_modules", "auto")
+        if method_targets != "auto" and (missing := [t for t in method_targets if t not in p.targets]):
+            found.append(Problem("pruning.targets", f"the adapter also adapts {', '.join(missing)}, which would not "
+                                                    "be pruned, and its update there would be dense; add them"))
+    if config.training.backend == "unsloth":
+        found.append(Problem("training.backend", "unsloth's fused LoRA kernels bypass the masked update that keeps "
+                                                 "the merged model 2:4; use transformers+peft (or auto) with pruning"))
+    return found
 
 
 class PrivacyConfig(Section):
@@ -337,6 +392,7 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem("data.val_path", "is the training file itself; point it at a separate file"))
     if config.method.enabled:
         problems.extend(method_problems(config))
+    problems.extend(pruning_problems(config))
     return problems
 
 

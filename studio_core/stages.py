@@ -16,6 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from studio_core.evaluate.general_text import general_text_perplexity
+from studio_core.sparsity import run as sparsity
 from studio_core.train.lifecycle import (
     build_peft_model,
     build_with_unsloth,
@@ -140,7 +142,9 @@ def training_init(ctx: RunContext) -> None:
         model = load_training_model(ctx, precision)
         if ctx.simulated:  # the adapter will belong to this tiny stand-in: ship it, so the adapter loads and merges
             model.save_pretrained(str(ctx.artifact_dir("simulation-base")), safe_serialization=True)
+        sparsity.prune_base(ctx, model, lambda m: _base_quality(ctx, m))  # step 5's masks, before the adapter
         peft_model, targets = build_peft_model(ctx, model)
+        sparsity.mask_adapter(ctx, peft_model)
     if rewrites_base(cfg.method):  # kept to convert the trained adapter back onto the original base
         save_initial_adapter(peft_model, ctx.artifact_dir("adapter-init"))
     trainable, total = count_parameters(peft_model)
@@ -157,6 +161,19 @@ def training_init(ctx: RunContext) -> None:
     ctx.outputs.update(peft_model=peft_model, precision=precision, targets=targets, backend=backend.name)
     ctx.emit("training_initialised", f"{cfg.method.name}: {trainable:,} of {total:,} parameters trainable "
                                      f"({info['trainable_percent']:.3f}%), {precision}", **info)
+
+
+def _base_quality(ctx: RunContext, model) -> dict:
+    """A base's validation loss on the rows step 8 measures, and its general-text perplexity (pruning's table)."""
+    from studio_core.evaluate.general_text import base_quality
+
+    data = ctx.prepared_data()
+    return base_quality(model, ctx.tokenizer(), data.val_tokens[:ctx.config.evaluation.max_rows])
+
+
+def pruning_init(ctx: RunContext) -> None:
+    """Step 5: verify the 2:4 masks Training Init put on the base (before the adapter) and record them."""
+    sparsity.pruning_init(ctx)
 
 
 def training_exec(ctx: RunContext) -> None:
@@ -189,6 +206,7 @@ def training_exec(ctx: RunContext) -> None:
                "best_checkpoint_val_loss": _val_loss_at(outcome.history, outcome.best_checkpoint),
                "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
     ctx.write_artifact("training.json", summary)
+    sparsity.check_trained(ctx, ctx.outputs["peft_model"], lambda m: general_text_perplexity(m, ctx.tokenizer()))
     save_and_merge(ctx)
 
 
@@ -296,6 +314,8 @@ def export_onnx(ctx: RunContext) -> None:
     except StudioError as e:
         ctx.write_artifact("onnx/export.json", {**report, "parity": getattr(e, "report", None)})
         raise
+    if ctx.config.pruning.enabled:
+        report["sparsity"] = sparsity.onnx_check(out / report["onnx_file"], ctx)
     ctx.write_artifact("onnx/export.json", {**report, "parity": parity,
                                             "max_relative_error": parity["max_relative_error"]})
     ctx.emit("exported", f"ONNX opset {report['opset']}, {report['size_bytes'] / 2**20:.0f} MiB; ONNX Runtime vs "
@@ -309,6 +329,8 @@ def compile_engine(ctx: RunContext) -> None:
     cfg = ctx.config.compile
     report = compile_model(ctx.run.artifacts / "onnx", ctx.artifact_dir("engine"), cfg.backend, cfg.int8,
                            cfg.precision, tuple(cfg.batch_range), tuple(cfg.sequence_range), cfg.int8_scheme)
+    if ctx.config.pruning.enabled:  # the engine holds the 2:4 merged weights; say what that buys on this engine
+        report["sparsity"] = sparsity.engine_note(report)
     ctx.write_artifact("engine/compile.json", report)
     why = f" ({report['tensorrt_not_used']})" if report.get("tensorrt_not_used") else ""
     ctx.emit("compiled", f"built {report['engine']}{why}")

@@ -35,7 +35,7 @@ STAGES: list[Stage] = [
     Stage(2, "model_resolve", "Model Resolve", "model", stages.model_resolve),
     Stage(3, "preflight", "Pre-flight Check", "preflight", stages.preflight_check),
     Stage(4, "training_init", "Training Init", "method", stages.training_init),
-    Stage(5, "pruning_init", "Pruning Aware Init", "pruning", None),
+    Stage(5, "pruning_init", "Pruning Aware Init", "pruning", stages.pruning_init),
     Stage(6, "training_exec", "Training Exec", "training", stages.training_exec),
     Stage(7, "dynamic_sparsification", "Dynamic Sparsification", "comm", None),
     Stage(8, "evaluation", "Evaluation", "evaluation", stages.evaluation),

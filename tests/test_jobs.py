@@ -174,7 +174,7 @@ def test_a_run_queued_with_a_secret_fails_clearly_after_a_restart_lost_it(tmp_pa
 
 def test_unrunnable_config_is_refused_at_submit(tmp_path):
     with pytest.raises(ConfigError, match="not available yet"):
-        jobs.enqueue(validate_config({"pruning": {"enabled": True}}), tmp_path)
+        jobs.enqueue(validate_config({"comm": {"enabled": True}}), tmp_path)
     assert RunStore(tmp_path).list() == []
 
 

@@ -21,10 +21,10 @@ def test_twelve_stages_in_wizard_order():
 
 
 def test_enabling_an_unavailable_stage_is_refused_before_any_write(tmp_path):
-    config = validate_config({"pruning": {"enabled": True}})
+    config = validate_config({"comm": {"enabled": True}})
     with pytest.raises(ConfigError) as e:
         workflow.run(config, tmp_path)
-    assert "pruning.enabled" in str(e.value) and "not available yet" in str(e.value)
+    assert "comm.enabled" in str(e.value) and "not available yet" in str(e.value)
     assert not (tmp_path / "runs").exists()
 
 

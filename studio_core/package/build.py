@@ -1,7 +1,7 @@
 """Pack a run into a TGSP package: payload (adapter and whatever else was built), evidence, profile, manifest.
 
 Layout of `<run>/artifacts/package/`:
-    payload/adapter/ merged/ onnx/ engine/    copies of those artifacts that exist (the adapter is required)
+    payload/adapter/ merged/ sparse/ onnx/ engine/   copies of those artifacts that exist (the adapter is required)
     payload/evidence.json                     config, base model and data digests, metrics, DP budget, versions
     payload/optimization_profile.json         sparsity, the engine built, precision, ONNX parity
     manifest.json                             in-toto statement over payload/ (see manifest.py)
@@ -29,7 +29,7 @@ from studio_core.errors import InputError
 from studio_core.package.manifest import build_manifest, manifest_bytes
 from studio_core.runs import RunDir, atomic_write_json, atomic_write_text
 
-PAYLOAD_ARTIFACTS = ("adapter", "merged", "onnx", "engine")
+PAYLOAD_ARTIFACTS = ("adapter", "merged", "sparse", "onnx", "engine")  # sparse: 2:4 tensors compressed (step 5)
 SECRET_KEY = re.compile(r"token|secret|passw|passphrase|api_?key|private_?key|credential|auth", re.IGNORECASE)
 WINDOWS_PATH = re.compile(r"^[A-Za-z]:\\")
 PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
@@ -185,11 +185,27 @@ def build_optimization_profile(run_dir: Path) -> dict[str, Any]:
     return {
         "schema": "peft-studio/optimization-profile/v1",
         "sparsity": {"pattern": sparsity.get("pattern"), "layers": sparsity.get("layers", []),
-                     "verified": bool(sparsity.get("verified", False))},
+                     "verified": bool(sparsity.get("verified", False)) and _all_checks_passed(sparsity),
+                     **{k: sparsity[k] for k in ("method", "checks", "masks_sha256", "pruned_base_sha256", "speed")
+                        if k in sparsity},
+                     **({"compression": _compression(sparsity["compression"])} if "compression" in sparsity else {})},
         "engine": _engine(artifacts),
         "precision": init.get("precision"),
         "onnx": _read_json(artifacts / "onnx" / "export.json") or _read_json(artifacts / "export.json"),
     }
+
+
+def _all_checks_passed(sparsity: dict[str, Any]) -> bool:
+    """2:4 is verified only when the checks after pruning, training and merge all ran and found no violation."""
+    checks = sparsity.get("checks") or {}
+    wanted = ("after_pruning", "after_training", "after_merge")
+    return all(checks.get(k, {}).get("violations") == 0 for k in wanted)
+
+
+def _compression(report: dict[str, Any]) -> dict[str, Any]:
+    keep = ("format", "file", "dense_bytes", "compressed_bytes", "ratio", "dense_bytes_16bit",
+            "compressed_bytes_16bit", "ratio_16bit", "round_trip_exact")
+    return {"path": f"sparse/{report.get('file')}", **{k: report.get(k) for k in keep}}
 
 
 def _copy_payload(artifacts: Path, payload: Path) -> list[str]:

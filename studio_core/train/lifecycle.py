@@ -59,6 +59,8 @@ def training_backend(ctx: RunContext, precision: str):
     cfg = ctx.config
     if ctx.simulated:
         return BackendChoice(STANDARD, f"a simulation trains its tiny stand-in on {STANDARD}")
+    if cfg.pruning.enabled:
+        return BackendChoice(STANDARD, f"pruning masks the adapter's update in peft's layers; using {STANDARD}")
     init = getattr(cfg.method, "init", "default")
     if init != "default" and cfg.training.backend != "unsloth":
         return BackendChoice(STANDARD, f"init={init} is peft's; using {STANDARD}")
@@ -89,6 +91,7 @@ def save_and_merge(ctx: RunContext) -> None:
     from studio_core.train.batching import collate
     from studio_core.train.merge import merge_adapter, save_adapter
     from studio_core.methods import get_method
+    from studio_core.sparsity import run as sparsity
     from studio_core.train.adapters import rewrites_base
 
     base_record = ctx.resolved_model().record()
@@ -98,6 +101,7 @@ def save_and_merge(ctx: RunContext) -> None:
     converted = rewrites_base(ctx.config.method)
     save_adapter(ctx.outputs["peft_model"], adapter_dir, base_record,
                  initial_adapter=ctx.run.artifacts / "adapter-init" if converted else None)
+    sparsity.pin_adapter(ctx, adapter_dir)
     batch = collate(ctx.prepared_data().val_tokens[:2], ctx.tokenizer().pad_token_id)
     method = get_method(ctx.config.method.name)
     if not method.loads_in_4bit:  # a 4-bit base reloads de-quantized: the merge check below covers QLoRA
@@ -110,7 +114,11 @@ def save_and_merge(ctx: RunContext) -> None:
         ctx.emit("merged", f"not merged: {reason}")
         return
     merged_dir = ctx.artifact_dir("merged")
-    report = merge_adapter(lambda: fresh_base(ctx), adapter_dir, merged_dir, ctx.tokenizer(), batch)
+    report = merge_adapter(lambda: fresh_base(ctx), adapter_dir, merged_dir, ctx.tokenizer(), batch,
+                           prepare=lambda model: sparsity.prepare_adapter(ctx, model))
+    if sparsity.enabled(ctx):  # the merged model is the deliverable: exactly 2:4, also stored compressed
+        sparsity.write_compressed(ctx, sparsity.check_merged(ctx, merged_dir))
+        report["sparsity"] = "2:4 verified on every pruned tensor (artifacts/pruning.json)"
     report["into"] = merge_base_description(ctx)
     report["merged"] = True
     if "reload_check" in ctx.outputs:
@@ -131,12 +139,14 @@ def check_reload(ctx: RunContext, adapter_dir: Path, batch: dict, swap: bool) ->
     from peft import PeftModel
 
     from studio_core.errors import StudioError
+    from studio_core.sparsity import run as sparsity
     from studio_core.train.merge import MERGE_TOLERANCE, relative_error
     from studio_core.train.precision import autocast
 
     trained = ctx.outputs["peft_model"].eval()
     device, dtype = next(trained.parameters()).device, trained.get_base_model().dtype
     reloaded = PeftModel.from_pretrained(fresh_base(ctx).to(device=device, dtype=dtype), str(adapter_dir)).eval()
+    sparsity.prepare_adapter(ctx, reloaded)  # pruning: the masked update on the pruned base, not stock peft's
     inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
     # Both at the run's compute precision: the Trainer left the trained model's forward under bf16/fp16 autocast.
     # Except PiSSA/OLoRA: W_res + BA against W + B'A' is the same function in fp32, rounded differently under
@@ -159,17 +169,26 @@ def check_reload(ctx: RunContext, adapter_dir: Path, batch: dict, swap: bool) ->
 
 
 def fresh_base(ctx: RunContext):
-    """The base to merge into, in fp32: QLoRA's is its 4-bit base de-quantized (what the adapter trained on)."""
+    """The base to merge into, in fp32: QLoRA's is its 4-bit base de-quantized (what the adapter trained on).
+
+    With pruning, the run's masks are applied first (to the 4-bit layers before de-quantizing, as in training)."""
     from studio_core.models.resolve import load_model
     from studio_core.methods import get_method
+    from studio_core.sparsity import run as sparsity
 
     if ctx.simulated:
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(ctx.run.artifacts / "simulation-base", use_safetensors=True)
+        base = AutoModelForCausalLM.from_pretrained(ctx.run.artifacts / "simulation-base", use_safetensors=True)
+        sparsity.prepare_base(ctx, base)
+        return base
     if get_method(ctx.config.method.name).loads_in_4bit:
-        return load_model(ctx.resolved_model(), quantize_4bit=True, compute_dtype="fp32").dequantize()
-    return load_model(ctx.resolved_model())
+        base = load_model(ctx.resolved_model(), quantize_4bit=True, compute_dtype="fp32")
+        sparsity.prepare_base(ctx, base)
+        return base.dequantize()
+    base = load_model(ctx.resolved_model())
+    sparsity.prepare_base(ctx, base)
+    return base
 
 
 
@@ -209,5 +228,9 @@ def trained_model(ctx: RunContext):
         else:
             base = load_model(ctx.resolved_model(), quantize_4bit=get_method(ctx.config.method.name).loads_in_4bit,
                               compute_dtype=precision)
+        from studio_core.sparsity import run as sparsity
+
+        sparsity.prepare_base(ctx, base)
         ctx.outputs["peft_model"] = PeftModel.from_pretrained(base, str(adapter)).eval()
+        sparsity.prepare_adapter(ctx, ctx.outputs["peft_model"])
     return ctx.outputs["peft_model"]

@@ -36,12 +36,18 @@ def relative_error(reference, other) -> float:
     return float((other - reference).abs().max() / reference.abs().max().clamp_min(1e-12))
 
 
-def merge_adapter(load_base: Callable[[], Any], adapter_dir: Path, out: Path, tokenizer, batch: dict) -> dict[str, Any]:
-    """Merge-and-unload into `out` (safetensors, config, tokenizer, chat template); returns the check's figures."""
+def merge_adapter(load_base: Callable[[], Any], adapter_dir: Path, out: Path, tokenizer, batch: dict,
+                  prepare: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Merge-and-unload into `out` (safetensors, config, tokenizer, chat template); returns the check's figures.
+
+    `prepare(peft_model)` adjusts the loaded adapter model before both the reference and the merge (pruning:
+    the masked update, so the merged model is checked against the masked trained model)."""
     import torch
     from peft import PeftModel
 
     model = PeftModel.from_pretrained(load_base(), str(adapter_dir)).eval()
+    if prepare is not None:
+        prepare(model)
     batch = {k: v for k, v in batch.items() if k != "labels"}  # logits only (AdaLoRA's loss needs training mode)
     with torch.no_grad():
         reference = model(**batch).logits.float()

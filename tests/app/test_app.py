@@ -35,7 +35,8 @@ def test_main_opens_on_home_with_the_steps_and_the_sidebar(studio_env: Path) -> 
     steps = at.dataframe[0].value.to_dict("records")
     assert [r["step"] for r in steps][:2] == ["1. Data Resolve", "2. Model Resolve"] and len(steps) == 12
     states = {r["step"]: r["now"] for r in steps}
-    assert states["1. Data Resolve"] == "configured" and states["5. Pruning Aware Init"] == "not available yet"
+    assert states["1. Data Resolve"] == "configured" and states["5. Pruning Aware Init"] == "off"
+    assert states["7. Dynamic Sparsification"] == "not available yet"
     assert states["9. Export ONNX"] == "off"
     assert {b.key for b in at.button} >= {"home:demo", "home:mine"}  # the two quick starts
     assert at.sidebar.button(key="sidebar:start").disabled is False  # defaults are runnable
@@ -73,7 +74,7 @@ def test_every_step_page_shows_every_field_of_its_section(page: Path, studio_env
     assert not at.exception, [e.value for e in at.exception]
     number = int(page.name[:2])
     section = SECTIONS[number - 1]
-    if number in (5, 7):  # not available yet: one line saying what it will do, no settings
+    if number == 7:  # not available yet: one line saying what it will do, no settings
         assert any("Not available yet" in i.value for i in at.info)
         return
     if section not in ALWAYS_ON and not at.session_state["run_config"][section]["enabled"]:
@@ -117,10 +118,10 @@ def test_a_bad_value_shows_its_message_and_blocks_start(page: str, key: str, bad
 
 def test_unavailable_steps_are_labelled_and_disabled(studio_env: Path) -> None:
     at = _run(MAIN)
-    at.switch_page(str(ROOT / "pages" / "05_pruning_init.py")).run()
+    at.switch_page(str(ROOT / "pages" / "07_dynamic_sparsification.py")).run()
     assert any("Not available yet" in i.value for i in at.info)
-    assert "2:4 sparsity masks" in " ".join(m.value for m in at.markdown)  # one line: what it will do
-    assert not [c for c in at.checkbox if c.key == "field:pruning.enabled"]
+    assert "compress the adapter's gradients" in " ".join(m.value for m in at.markdown)  # one line: what it will do
+    assert not [c for c in at.checkbox if c.key == "field:comm.enabled"]
 
 
 def test_runs_page_lists_a_run_created_in_the_studio_home(studio_env: Path) -> None:
