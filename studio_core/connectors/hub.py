@@ -242,7 +242,7 @@ def _fit(details: ModelDetails, home: Path, config) -> dict[str, Any]:
         return {"known": False, "reason": "the repo has no config.json to estimate from"}
     config = config or RunConfig()
     try:
-        fetch = lambda: hf_hub_download(details.id, "config.json", revision=details.sha, endpoint=endpoint(),  # noqa: E731
+        fetch = lambda: hf_hub_download(details.id, "config.json", revision=details.sha, endpoint=endpoint(),
                                         cache_dir=model_cache_dir(home) / "hub", local_files_only=is_offline())
         path = fetch() if is_offline() else _ask(fetch)  # offline: the copy cached with the details
         fit = fit_model_config(config, AutoConfig.from_pretrained(Path(path).parent))

@@ -5,6 +5,7 @@ huggingface_hub itself filled from it."""
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -109,3 +110,20 @@ def test_offline_the_cache_is_listed_and_the_hub_is_said_unreachable(standin, st
     standin.__exit__()  # the server goes away: no network
     with pytest.raises(hub.HubUnreachable, match="cannot be reached"):
         hub.search_models("bert", home=studio_env)
+
+
+def test_cli_models_search_show_pull_and_cached(standin, studio_env, capsys):
+    from studio_core.cli import main
+
+    assert main(["models", "search", "llama", "--json"]) == 0
+    assert [m["id"] for m in json.loads(capsys.readouterr().out)] == ["standin-org/tiny-llama",
+                                                                      "standin-org/custom-code-llama"]
+    assert main(["models", "show", "standin-org/custom-code-llama", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["usable"] is False and "trust_remote_code" in shown["not_usable"][0]
+    assert main(["models", "pull", "standin-org/pickle-only-gpt2"]) == 2  # refused, naming why
+    assert "no safetensors weights" in capsys.readouterr().err
+    assert main(["models", "pull", "standin-org/tiny-llama"]) == 0
+    assert "hf:standin-org/tiny-llama is in the model cache" in capsys.readouterr().out
+    assert main(["models", "cached", "--json"]) == 0
+    assert "hf:standin-org/tiny-llama" in [m["ref"] for m in json.loads(capsys.readouterr().out)]
