@@ -192,8 +192,10 @@ def model_details(repo_id: str, home: str | Path | None = None, config=None, ref
     home = studio_home(home)
     answer = _cached(home, json.dumps(["model", repo_id]), lambda: _details(repo_id), max_age_s, refresh)
     details = ModelDetails(**answer.data)
-    if with_fit:
+    if with_fit and details.usable:
         details.fit = _fit(details, home, config)
+    elif with_fit:
+        details.fit = {"known": False, "reason": "not estimated: the studio cannot use this model"}
     answer.data = details
     return answer
 
