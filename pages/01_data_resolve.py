@@ -7,8 +7,8 @@ from app import results
 from app.previews import preview_data
 from app.session import set_value
 from app.steps import preview_button, step_header, step_form, step_nav
-from studio_core.errors import StudioError
 from studio_core.connectors.local import LocalData, studio_roots
+from studio_core.errors import StudioError
 from studio_core.runs import format_bytes, studio_home
 from studio_core.uploads import sanitise_filename, save_upload
 

@@ -18,10 +18,7 @@ import math
 import queue
 import threading
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from transformers import TrainerCallback
 
 from studio_core.catalog import backend_status
 
@@ -116,51 +113,8 @@ def metric_values(line: dict[str, Any]) -> dict[str, float]:
             and not isinstance(v, bool) and math.isfinite(v)}
 
 
-def _timestamp_ms(line: dict[str, Any]) -> int:
+def timestamp_ms(line: dict[str, Any]) -> int:
     return int(datetime.fromisoformat(line["time"]).timestamp() * 1000)
-
-
-class TrackingCallback(TrainerCallback):
-    """Queues each new metrics.jsonl line (written by the studio's callback, which runs first) and, at each
-    evaluation, a CPU copy of the trainable weights."""
-
-    def __init__(self, session: TrackingSession, metrics_file: Path, histograms: bool):
-        self.session, self.metrics_file, self.histograms = session, metrics_file, histograms
-        self.offset = metrics_file.stat().st_size if metrics_file.exists() else 0  # earlier lines: tracked before
-
-    def on_log(self, args, state, control, **kwargs):
-        self._send_new_lines()
-        return control
-
-    def on_evaluate(self, args, state, control, model=None, **kwargs):
-        if self.histograms and model is not None:
-            self.session.submit("log_weights", state.global_step, trainable_weights(model))
-        return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self._send_new_lines()
-        return control
-
-    def _send_new_lines(self) -> None:
-        if not self.metrics_file.exists():
-            return
-        with self.metrics_file.open("rb") as f:
-            f.seek(self.offset)
-            chunk = f.read()
-        complete = chunk[: chunk.rfind(b"\n") + 1]  # a line being written is read next time
-        self.offset += len(complete)
-        for raw in complete.splitlines():
-            line = json.loads(raw)
-            values = metric_values(line)
-            if values and "step" in line:
-                self.session.submit("log_metrics", int(line["step"]), values, _timestamp_ms(line))
-
-
-def trainable_weights(model) -> dict[str, Any]:
-    """The adapter's trainable parameters as float32 numpy copies (not views: training goes on while the tracker
-    thread draws them), named by their module path."""
-    return {name.removeprefix("base_model.model."): p.detach().float().cpu().numpy().copy()
-            for name, p in model.named_parameters() if p.requires_grad}
 
 
 def session(ctx: RunContext) -> TrackingSession | None:
@@ -174,6 +128,7 @@ def session(ctx: RunContext) -> TrackingSession | None:
 
 def trainer_parts(ctx: RunContext):
     """The trainer seam's part for tracking: the callback feeding the run's trackers (None when off)."""
+    from studio_core.connectors.tracking_callback import TrackingCallback
     from studio_core.train.trainer import TrainerParts
 
     tracking = session(ctx)
