@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -69,6 +69,14 @@ def test_mlflow_tensorboard_and_wandb_hold_what_the_run_dir_holds(tmp_path, monk
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.setenv("WANDB_API_KEY", SECRET)  # present, yet offline mode must neither use nor store it
+    real_parts = trackers.trainer_parts
+
+    def with_epsilon(ctx):  # a feature's extra metric field (as DP adds epsilon) reaches the trackers too
+        parts = real_parts(ctx)
+        parts.metric_fields.append(lambda state: {"epsilon": 0.25 * state.global_step})
+        return parts
+
+    monkeypatch.setattr(trackers, "trainer_parts", with_epsilon)
     home = tmp_path / "home"
     run = workflow.run(tracked_config({"backends": ["mlflow", "tensorboard", "wandb"]}, package={"enabled": True}),
                        home)
@@ -81,7 +89,8 @@ def test_mlflow_tensorboard_and_wandb_hold_what_the_run_dir_holds(tmp_path, monk
                                  filter_string=f"tags.`{RUN_TAG}` = '{run.run_id}'")
     assert found.info.status == "FINISHED" and found.info.run_name == run.run_id
     assert found.data.params["training.max_steps"] == "4" and found.data.params["model.ref"] == "tiny-random:llama"
-    for key in ("loss", "val_loss", "lr", "tokens_per_s", "grad_norm", "epoch"):
+    assert by_key(lines, "epsilon") == [(1, 0.25), (2, 0.5), (3, 0.75), (4, 1.0)]
+    for key in ("loss", "val_loss", "lr", "tokens_per_s", "grad_norm", "epoch", "epsilon"):
         history = client.get_metric_history(found.info.run_id, key)
         assert sorted((m.step, m.value) for m in history) == sorted(by_key(lines, key)), key
     assert by_key(lines, "loss") and by_key(lines, "val_loss")
@@ -107,20 +116,26 @@ def test_mlflow_tensorboard_and_wandb_hold_what_the_run_dir_holds(tmp_path, monk
 
     [run_file] = (run.path / "wandb").glob("offline-run-*/*.wandb")
     rows = wandb_history(run_file)
-    for key in ("loss", "val_loss", "lr", "tokens_per_s"):
+    for key in ("loss", "val_loss", "lr", "tokens_per_s", "epsilon"):
         assert [(r["_step"], pytest.approx(r[key])) for r in rows if key in r] == by_key(lines, key), key
     every_file = [p for p in run.path.rglob("*") if p.is_file()]
     assert not [p for p in every_file if SECRET.encode() in p.read_bytes()], "the W&B key was written to the run dir"
 
 
-class SlowTracker:
-    name = "slow"
+class StuckTracker:
+    """A tracker whose store never answers: its first metrics call blocks until the test releases it."""
+
+    name = "stuck"
+
+    def __init__(self):
+        self.release, self.calls = threading.Event(), 0
 
     def start(self, run_id, params, run_dir):
         return "nowhere"
 
     def log_metrics(self, step, values, timestamp_ms):
-        time.sleep(2.0)
+        self.calls += 1
+        self.release.wait(120)
 
     def log_weights(self, step, weights):
         pass
@@ -140,18 +155,42 @@ def test_a_failing_or_slow_tracker_warns_once_and_neither_fails_nor_slows_the_ru
             real_status(name)
 
     monkeypatch.setattr(trackers, "backend_status", status)
-    monkeypatch.setattr(trackers, "build_trackers", lambda ctx: [*real_build(ctx), SlowTracker()])
+    stuck = StuckTracker()
+    monkeypatch.setattr(trackers, "build_trackers", lambda ctx: [*real_build(ctx), stuck])
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     config = tracked_config({"backends": ["mlflow", "wandb"], "mlflow_uri": f"sqlite:///{blocker}/mlflow.db",
                              "flush_timeout_s": 1.0}, evaluation={"enabled": False})
-    run = workflow.run(config, tmp_path / "home")
-    assert run.read_status()["state"] == "completed"
+    try:  # were the training loop to wait for a tracker, this run would never end
+        run = workflow.run(config, tmp_path / "home")
+    finally:
+        stuck.release.set()
+    assert run.read_status()["state"] == "completed" and stuck.calls == 1
+    assert [m["step"] for m in run.metrics() if "loss" in m] == [1, 2, 3, 4]  # every step ran and was recorded
     warnings = [e["message"] for e in run.events() if e["type"] == "warning" and e.get("about") == "tracking"]
     assert sum("tracker wandb is off" in w and "pip install wandb" in w for w in warnings) == 1
     assert sum("tracker mlflow stopped" in w for w in warnings) == 1
     assert sum("still busy" in w for w in warnings) == 1
     assert len(warnings) == 3
-    # 7 metric lines at 2 s each would take 14 s in the loop; the loop never waits for a tracker.
-    training_s = run.read_status()["stages"]["training_exec"]["seconds"]
-    assert training_s < 14.0
+
+
+def test_a_resumed_studio_run_reopens_its_mlflow_run_and_online_wandb_needs_a_key(tmp_path, monkeypatch):
+    from studio_core.connectors.mlflow_tracker import MlflowTracker
+    from studio_core.connectors.wandb_tracker import WandbTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = MlflowTracker(uri, "peft-studio", tmp_path)
+    first.start("20261201-000000-run-abcd", {"training.max_steps": "4"}, tmp_path)
+    first.log_metrics(1, {"loss": 2.0}, 1_000)
+    first.finish("interrupted")
+    again = MlflowTracker(uri, "peft-studio", tmp_path)  # the resumed run's new process
+    assert "reopened" in again.start("20261201-000000-run-abcd", {"training.max_steps": "4"}, tmp_path)
+    again.log_metrics(2, {"loss": 1.5}, 2_000)
+    again.finish("completed")
+    assert again.run_id == first.run_id
+    assert [(m.step, m.value) for m in again.client.get_metric_history(again.run_id, "loss")] == [(1, 2.0), (2, 1.5)]
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login either
+    with pytest.raises(RuntimeError, match="WANDB_API_KEY"):
+        WandbTracker("peft-studio", "online").start("r", {}, tmp_path)
