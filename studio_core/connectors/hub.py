@@ -123,18 +123,28 @@ def _unreachable(e: Exception) -> HubUnreachable | None:
     return None
 
 
+_UNREACHABLE: dict[str, tuple[float, str]] = {}  # endpoint -> (when, why) it last refused a connection
+RETRY_S = 30.0
+
+
 def _probe(timeout_s: float = 3.0) -> None:
-    """Fail fast when the Hub's host does not accept a connection: the client's own retries take ~20 s."""
+    """Fail fast when the Hub's host does not accept a connection: the client's own retries take ~20 s. A refusal
+    is remembered for RETRY_S, so a page redrawn while offline does not wait again each time."""
     import socket
     from urllib.parse import urlparse
 
     url = urlparse(endpoint() or "https://huggingface.co")
+    when, why = _UNREACHABLE.get(url.geturl(), (0.0, ""))
+    if time.time() - when < RETRY_S:
+        raise HubUnreachable(why)
     try:
         socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
                                  timeout=timeout_s).close()
     except OSError as e:
-        raise HubUnreachable(f"the Hugging Face Hub ({url.geturl()}) cannot be reached: {type(e).__name__}: "
-                             f"{e}") from e
+        why = f"the Hugging Face Hub ({url.geturl()}) cannot be reached: {type(e).__name__}: {e}"
+        _UNREACHABLE[url.geturl()] = (time.time(), why)
+        raise HubUnreachable(why) from e
+    _UNREACHABLE.pop(url.geturl(), None)
 
 
 def _ask(call: Callable[[], Any]) -> Any:

@@ -27,9 +27,19 @@ def test_search_the_hub_see_details_use_and_download_a_model_then_turn_tracking_
     with StandinHub([tiny_llama_repo(ensure_tiny_random("llama", model_cache)), *other_repos()]) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        stored = tmp_path / "home" / "uploads" / "clauses.jsonl"  # data already under the studio's roots
+        stored.parent.mkdir(parents=True)
+        stored.write_text('{"prompt": "Is this clause compliant?", "completion": "COMPLIANT"}\n' * 20)
         studio = Studio(tmp_path / "home").start()
         try:
             page = open_page(browser.new_context(viewport={"width": 1400, "height": 1300}), studio.url)
+            go(page, "1. Data Resolve")
+            page.get_by_text("Or pick data already on this machine").wait_for()
+            page.get_by_role("button", name="Use it", exact=True).click()
+            page.wait_for_timeout(1500)
+            assert page.get_by_label("Training data file", exact=True).input_value() == str(stored.resolve())
+            shot(page, "local-data-picker")
+
             go(page, "2. Model Resolve")
             page.get_by_text("Most downloaded for this task").wait_for()  # popular text-generation models
             page.get_by_role("textbox", name="Search the Hub").fill("llama")
@@ -61,6 +71,11 @@ def test_search_the_hub_see_details_use_and_download_a_model_then_turn_tracking_
             page.get_by_text("tracking.enabled=true").first.wait_for()  # the sidebar's equivalent CLI command
             page.get_by_text("Trackers").first.scroll_into_view_if_needed()
             shot(page, "tracking-settings")
+
+            go(page, "Hardware")
+            page.get_by_text("huggingface-hub").first.wait_for()
+            page.get_by_role("heading", name="Connectors").scroll_into_view_if_needed()
+            shot(page, "hardware-connectors")
 
             hub.__exit__()  # the Hub goes away
             go(page, "2. Model Resolve")
