@@ -2,9 +2,10 @@
 pickers of steps 1 and 2.
 
 Every entry found passes `roots.resolve_under_roots`, the same guard a typed path passes in a shared studio, so a
-symlink leading out of the roots, or into the home's secrets, is never offered. The walk stays shallow and
-bounded (`MAX_DEPTH`, `MAX_ENTRIES`), skips hidden folders, the home's run dirs and the Hugging Face cache's
-internals (its models are listed as `hf:` references by `hub.cached_models`).
+symlink leading out of the roots, or into the home's secrets, is never offered. In the studio home only its
+`uploads/` (data) and `models/` (model folders) are looked in: the rest is the studio's own state (runs, drafts,
+queue, tracking stores). The walk stays shallow and bounded (`MAX_DEPTH`, `MAX_ENTRIES`), skips hidden folders
+and the Hugging Face cache's internals (its models are listed as `hf:` references by `hub.cached_models`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 DATASET_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")  # datasets' save_to_disk folders
 MAX_DEPTH = 4
 MAX_ENTRIES = 500
-SKIP_DIRS = {"runs", "hub", "hub-metadata", "mlflow-artifacts", "checkpoints", "node_modules", "__pycache__",
-             "wandb", "tensorboard"}
+SKIP_DIRS = {"hub", "checkpoints", "node_modules", "__pycache__", "wandb", "tensorboard"}
 NOT_DATA = {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
             "generation_config.json", "adapter_config.json", "model.json", "status.json", "settings.json"}
 
@@ -32,11 +32,13 @@ def studio_roots(home: str | Path | None = None) -> Roots:
     return allowed_roots(home, data_roots_from_env())
 
 
-def _walk(roots: Roots):
-    """(folder, its file names, root) for folders under the roots, shallow first, within the bounds."""
+def _walk(roots: Roots, in_home: str):
+    """(folder, its file names, root) for folders under the roots, shallow first, within the bounds; in the home
+    (the first root) only its `in_home` folder."""
     seen = 0
-    for root in roots.allowed:
-        for folder, dirs, files in os.walk(root):
+    for index, root in enumerate(roots.allowed):
+        top = root / in_home if index == 0 else root
+        for folder, dirs, files in os.walk(top):
             depth = len(Path(folder).relative_to(root).parts)
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS
                              and not d.startswith("models--") and depth < MAX_DEPTH)
@@ -63,7 +65,7 @@ class LocalData:
 
     def list_data(self) -> list[DataEntry]:
         found = []
-        for folder, files, root in _walk(self.roots):
+        for folder, files, root in _walk(self.roots, "uploads"):
             if any(m in files for m in DATASET_MARKERS) and _guarded(folder, self.roots):
                 found.append(DataEntry(str(folder), "dataset-folder", _size(folder, files), str(root)))
                 continue
@@ -84,7 +86,7 @@ class LocalModels:
 
     def list_models(self) -> list[ModelEntry]:
         found = []
-        for folder, files, _ in _walk(self.roots):
+        for folder, files, _ in _walk(self.roots, "models"):
             if "config.json" in files and any(f.endswith(".safetensors") for f in files) \
                     and "adapter_config.json" not in files and _guarded(folder, self.roots):
                 found.append(ModelEntry(str(folder), "local", _size(folder, files)))

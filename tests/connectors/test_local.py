@@ -24,7 +24,10 @@ def test_data_and_model_folders_under_the_roots_are_listed_and_nothing_outside(t
     (studio_env / "uploads").mkdir()
     (studio_env / "uploads" / "mine.csv").write_text("prompt,completion\na,b\n")
     (studio_env / "keys").mkdir()
-    (studio_env / "keys" / "k.json").write_text("{}")  # the home's secrets: never offered
+    (studio_env / "keys" / "k.json").write_text("{}")  # the home's secrets: never offered, even through a link
+    (studio_env / "uploads" / "k.json").symlink_to(studio_env / "keys" / "k.json")
+    (studio_env / "studio" / "drafts").mkdir(parents=True)
+    (studio_env / "studio" / "drafts" / "d.json").write_text("{}")  # the studio's own state: not data
     monkeypatch.setenv("PEFT_STUDIO_DATA_ROOTS", str(corpora))
 
     roots = studio_roots(studio_env)
@@ -35,3 +38,4 @@ def test_data_and_model_folders_under_the_roots_are_listed_and_nothing_outside(t
     assert data[str(corpora / "legal" / "train.jsonl")].root == str(corpora.resolve())
     models = [m.ref for m in LocalModels(roots).list_models()]
     assert models == [str(model)]
+    assert "k.json" not in {p.rsplit("/", 1)[-1] for p in data}
