@@ -18,6 +18,19 @@ def default_uri(home: Path) -> str:
     return f"sqlite:///{Path(home).resolve() / 'mlflow.db'}"
 
 
+def local_store_path(uri: str) -> str | None:
+    """The file or folder a local MLflow store URI names (sqlite:///path, file:///path, a bare path); None for a
+    server (http, https, databricks)."""
+    from urllib.parse import unquote, urlparse
+
+    if uri.startswith("sqlite:///"):
+        return unquote(uri[len("sqlite:///"):]) or None
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    return None if "://" in uri else uri
+
+
 class MlflowTracker:
     name = "mlflow"
 

@@ -194,3 +194,16 @@ def test_a_resumed_studio_run_reopens_its_mlflow_run_and_online_wandb_needs_a_ke
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc login either
     with pytest.raises(RuntimeError, match="WANDB_API_KEY"):
         WandbTracker("peft-studio", "online").start("r", {}, tmp_path)
+
+
+def test_a_shared_studio_refuses_an_mlflow_store_outside_its_roots(tmp_path, studio_env, monkeypatch):
+    from studio_core.share import shared_studio_problems
+
+    monkeypatch.setenv("PEFT_STUDIO_SHARED", "1")
+    outside = tracked_config({"backends": ["mlflow"], "mlflow_uri": f"sqlite:///{tmp_path}/elsewhere/mlflow.db"})
+    [problem] = [p for p in shared_studio_problems(outside, studio_env) if p.field == "tracking.mlflow_uri"]
+    assert "outside the folders this shared studio may read" in problem.message
+    inside = tracked_config({"backends": ["mlflow"], "mlflow_uri": f"sqlite:///{studio_env}/team.db"})
+    assert not [p for p in shared_studio_problems(inside, studio_env) if p.field == "tracking.mlflow_uri"]
+    server = tracked_config({"backends": ["mlflow"], "mlflow_uri": "http://127.0.0.1:5000"})
+    assert not [p for p in shared_studio_problems(server, studio_env) if p.field == "tracking.mlflow_uri"]
