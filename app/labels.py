@@ -90,6 +90,14 @@ LABELS = {
     "pruning.calibration_rows": "Calibration rows (Wanda)",
     "comm.enabled": "Run Dynamic Sparsification",
     "privacy.enabled": "Differentially private training",
+    "tracking.enabled": "Track the run (MLflow, TensorBoard, W&B)",
+    "tracking.backends": "Trackers",
+    "tracking.mlflow_uri": "MLflow tracking URI",
+    "tracking.mlflow_experiment": "MLflow experiment",
+    "tracking.wandb_project": "W&B project",
+    "tracking.wandb_mode": "W&B mode",
+    "tracking.histograms": "Adapter weight histograms (TensorBoard)",
+    "tracking.flush_timeout_s": "Wait for the trackers at the end (s)",
 }
 
 

@@ -37,7 +37,7 @@ WHAT_IT_DOES = {
         "manifest of per-file digests.",
     12: "Sign the manifest (Ed25519 + ML-DSA-65), verify, and gate promotion by a policy.",
 }
-EXTRA_SECTIONS = {4: ("privacy",), 12: ("policy",)}
+EXTRA_SECTIONS = {4: ("privacy",), 6: ("tracking",), 12: ("policy",)}
 
 
 def stage(number: int):

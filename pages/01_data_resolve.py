@@ -7,8 +7,9 @@ from app import results
 from app.previews import preview_data
 from app.session import set_value
 from app.steps import preview_button, step_header, step_form, step_nav
+from studio_core.connectors.local import LocalData, studio_roots
 from studio_core.errors import StudioError
-from studio_core.runs import studio_home
+from studio_core.runs import format_bytes, studio_home
 from studio_core.uploads import sanitise_filename, save_upload
 
 UPLOAD = "data:upload"
@@ -37,6 +38,16 @@ st.file_uploader("Upload your data file (JSONL, JSON, CSV or Parquet)", type=["j
 if "data:upload-result" in st.session_state:
     kind, message = st.session_state["data:upload-result"]
     getattr(st, kind)(message)
+stored = {f"{e.path}  ({e.kind}, {format_bytes(e.size_bytes)})": e.path
+          for e in LocalData(studio_roots(studio_home())).list_data()}
+if stored:
+    pick, use = st.columns([4, 1], vertical_alignment="bottom")
+    label = pick.selectbox("Or pick data already on this machine (under the studio's roots)", list(stored),
+                           key="data:local")
+    if use.button("Use it", key="data:use-local"):
+        set_value("data.path", stored[label])
+        set_value("data.file_format", "auto")
+        st.rerun()
 step_form(1)
 
 st.subheader("Preview for these settings")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from studio_core.catalog import all_backends
+from studio_core.catalog import all_backends, all_connectors
 from studio_core.hardware import cuda_check_rows, format_profile, hardware_profile, validate_cuda
 from studio_core.runs import studio_home
 
@@ -14,6 +14,14 @@ st.subheader("Backends")
 st.dataframe(
     [{"backend": b.name, "usable": b.available, "version": b.version or "", "why not / install": ""
       if b.available else f"{b.reason} ({b.install})"} for b in all_backends()],
+    hide_index=True,
+)
+st.subheader("Connectors")
+st.caption("Where data and models come from and where runs are tracked (step 6, Tracking).")
+st.dataframe(
+    [{"connector": c.name, "kind": c.kind, "what": c.description, "usable": c.status().available,
+      "version": c.status().version or "", "why not / install": "" if c.status().available
+      else f"{c.status().reason} ({c.status().install})"} for c in all_connectors()],
     hide_index=True,
 )
 if st.button("Check CUDA", key="hardware:check_cuda",

@@ -54,6 +54,9 @@ _SPECS: dict[str, _Spec] = {
     "onnxruntime": _Spec("onnxruntime", "pip install onnxruntime"),
     "opacus": _Spec("opacus", "pip install opacus"),
     "mlflow": _Spec("mlflow", "pip install mlflow"),
+    "tensorboard": _Spec("tensorboard", "pip install tensorboard"),
+    "wandb": _Spec("wandb", "pip install wandb"),
+    "huggingface_hub": _Spec("huggingface_hub", "pip install huggingface_hub"),
 }
 
 BACKEND_NAMES: tuple[str, ...] = tuple(_SPECS)
@@ -187,3 +190,44 @@ def is_opacus_available() -> bool:
 def is_mlflow_available() -> bool:
     """True when mlflow is installed."""
     return backend_status("mlflow").available
+
+
+@dataclass(frozen=True)
+class Connector:
+    """One connector of the hub (`studio_core.connectors`): its kind, what it does, and the backend it needs."""
+
+    name: str
+    kind: str  # data | model | tracking
+    description: str
+    backend: str | None  # the catalog backend it needs; None: nothing beyond the studio itself
+
+    def status(self) -> Backend:
+        """The needed backend's status; a connector needing none is always usable."""
+        if self.backend is None:
+            return Backend(self.name, True, None, "built in", "")
+        return backend_status(self.backend)
+
+
+CONNECTORS: tuple[Connector, ...] = (
+    Connector("local-data", "data", "data files and dataset folders under the studio's allowed roots", None),
+    Connector("local-models", "model", "model folders (config.json + *.safetensors) under the allowed roots", None),
+    Connector("huggingface-hub", "model", "Hugging Face Hub: search, details, download into the model cache",
+              "huggingface_hub"),
+    Connector("mlflow", "tracking", "MLflow tracking store: params, per-step metrics, artifacts", "mlflow"),
+    Connector("tensorboard", "tracking", "TensorBoard event files: scalars, adapter weight histograms",
+              "tensorboard"),
+    Connector("wandb", "tracking", "Weights & Biases: offline run files by default, online with a key", "wandb"),
+)
+
+
+def all_connectors() -> list[Connector]:
+    """Every connector, in a fixed order (data, model, tracking)."""
+    return list(CONNECTORS)
+
+
+def connector(name: str) -> Connector:
+    """The connector `name`; ValueError naming the known ones otherwise."""
+    found = next((c for c in CONNECTORS if c.name == name), None)
+    if found is None:
+        raise ValueError(f"unknown connector {name!r}; known: {', '.join(c.name for c in CONNECTORS)}")
+    return found

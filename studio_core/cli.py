@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--public-key", help="PEM file of trusted public keys (default: the home's keys).")
     promote.add_argument("--home", help=home_help)
 
+    _add_models_parser(sub, home_help)
     studio = sub.add_parser("studio", help="Open the studio in the browser (this machine only, unless --share).")
     studio.add_argument("--port", type=int, default=8501, help="Port (default: 8501).")
     studio.add_argument("--share", action="store_true",
@@ -424,6 +426,87 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_models_parser(sub, home_help: str) -> None:
+    models = sub.add_parser("models", help="The Hugging Face Hub as a model registry: search, show, pull, cached.")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    search = models_sub.add_parser("search", help="Search Hub models (most downloaded first).")
+    search.add_argument("query", nargs="?", default="", help="Text in the model id (empty: the task's popular ones).")
+    search.add_argument("--task", help="Pipeline tag, e.g. text-generation.")
+    search.add_argument("--library", help="Library, e.g. transformers or peft.")
+    search.add_argument("--sort", choices=["downloads", "likes"], default="downloads")
+    search.add_argument("--limit", type=int, default=20)
+    show = models_sub.add_parser("show", help="A model's details: size, licence, usable or why not, fit here.")
+    show.add_argument("id", help="Hub model id, e.g. HuggingFaceTB/SmolLM2-135M-Instruct.")
+    show.add_argument("--method", default="lora", help="PEFT method the memory fit is estimated for.")
+    pull = models_sub.add_parser("pull", help="Download safetensors, config and tokenizer into the model cache.")
+    pull.add_argument("id")
+    pull.add_argument("--revision")
+    models_sub.add_parser("cached", help="Models in the studio's and the user's Hugging Face caches.")
+    for p in (models, *models_sub.choices.values()):
+        p.add_argument("--home", help=home_help)
+        p.add_argument("--refresh", action="store_true", help="Ask the Hub even when the cached answer is fresh.")
+        p.add_argument("--json", action="store_true", help="Print JSON.")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from studio_core.connectors import hub
+
+    if args.models_command == "pull":
+        folder = hub.pull_model(args.id, args.home, args.revision)
+        print(f"hf:{args.id} is in the model cache: {folder}")
+        return 0
+    if args.models_command == "cached":
+        rows = [asdict(m) for m in hub.cached_models(args.home)]
+        return _print_rows(args, rows, ("ref", "size_bytes", "files", "revisions", "cache_dir"), "cached models")
+    if args.models_command == "show":
+        from studio_core.config import RunConfig
+        from studio_core.methods import method_config
+
+        config = RunConfig(method=method_config(args.method))
+        answer = hub.model_details(args.id, args.home, config=config, refresh=args.refresh)
+        _say_offline(answer)
+        details = answer.data.to_dict()
+        if args.json:
+            print(json.dumps(details, indent=2, default=str))
+            return 0
+        table = Table(title=f"hf:{args.id}", show_header=False)
+        for key in ("task", "library", "parameters", "architectures", "model_type", "licence", "gated",
+                    "safetensors_bytes", "known_architecture", "usable", "not_usable"):
+            table.add_row(key, str(details[key]))
+        fit = details["fit"] or {}
+        table.add_row(f"fits this machine ({fit.get('method', args.method)})",
+                      str(fit.get("fits")) if fit.get("known") else fit.get("reason", ""))
+        for reason in fit.get("reasons", []):
+            table.add_row("", reason)
+        _table_console().print(table)
+        return 0
+    answer = hub.search_models(args.query, task=args.task, library=args.library, sort=args.sort, limit=args.limit,
+                               home=args.home, refresh=args.refresh)
+    _say_offline(answer)
+    return _print_rows(args, answer.data, ("id", "task", "library", "downloads", "likes", "gated"), "Hub models")
+
+
+def _say_offline(answer) -> None:
+    if answer.offline:
+        err.print(f"[yellow]{escape(answer.offline)}[/]; showing the answer cached at "
+                  f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(answer.fetched_at))}")
+
+
+def _print_rows(args, rows: list[dict], columns: tuple[str, ...], title: str) -> int:
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    _table_console().print(table)
+    return 0
+
+
 def cmd_studio(args: argparse.Namespace) -> int:
     """Start Streamlit with every server option explicit (share.streamlit_options), whatever the working folder."""
     import subprocess
@@ -469,6 +552,7 @@ def _lan_hosts() -> list[str]:
 COMMANDS = {"methods": cmd_methods, "run": cmd_run, "queue": cmd_queue, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
             "verify": cmd_verify, "promote": cmd_promote}
 COMMANDS["studio"] = cmd_studio
+COMMANDS["models"] = cmd_models
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -316,6 +316,43 @@ class PolicyConfig(Section):
     channel: str = Field("stable", description="Registry channel the package is promoted to when every rule passes.")
 
 
+class TrackingConfig(Section):
+    enabled: bool = Field(
+        False, description="Send the run's params, every step's metrics and its artifacts to the trackers in "
+        "tracking.backends (on by itself when tracking.backends is given). A tracker that fails warns once and "
+        "never fails the run.",
+    )
+    backends: list[Literal["mlflow", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["mlflow"],
+        description="Trackers: mlflow (a local store, by default sqlite:///<home>/mlflow.db), tensorboard (event "
+        "files in the run dir, with adapter weight histograms), wandb (offline files in the run dir by default).",
+    )
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI (e.g. sqlite:///path/mlflow.db or http://127.0.0.1:5000); empty: "
+        "sqlite:///<home>/mlflow.db.",
+    )
+    mlflow_experiment: str = Field("peft-studio", min_length=1, description="MLflow experiment the runs go to.")
+    wandb_project: str = Field("peft-studio", min_length=1, description="W&B project name.")
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline", description="W&B mode: offline writes the run's files in the run dir (sync them later with "
+        "`wandb sync`); online needs WANDB_API_KEY in the environment (never stored by the studio).",
+    )
+    histograms: bool = Field(
+        True, description="TensorBoard: a histogram of every adapter weight at each evaluation.",
+    )
+    flush_timeout_s: float = Field(
+        30.0, ge=0.0, description="At the end of the run, wait at most this long for the trackers to finish.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_with_backends(cls, data: Any) -> Any:
+        """Naming backends turns tracking on, unless `enabled` says otherwise."""
+        if isinstance(data, dict) and "backends" in data and "enabled" not in data:
+            data = {**data, "enabled": bool(data["backends"])}
+        return data
+
+
 class RunConfig(Section):
     """The whole run: one section per wizard step. Saved as the run's config.json."""
 
@@ -339,6 +376,7 @@ class RunConfig(Section):
     package: PackageConfig = Field(default_factory=PackageConfig, description="Step 11: TGSP Packing.")
     signing: SigningConfig = Field(default_factory=SigningConfig, description="Step 12: Evidence Signing.")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Promotion policy gate.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")
 
 
 def cross_field_problems(config: RunConfig) -> list[Problem]:
@@ -390,6 +428,9 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
         ))
     if config.data.val_path is not None and config.data.val_path == config.data.path:
         problems.append(Problem("data.val_path", "is the training file itself; point it at a separate file"))
+    if config.tracking.enabled and not config.tracking.backends:
+        problems.append(Problem("tracking.backends", "tracking is on but names no tracker; add mlflow, tensorboard "
+                                                     "or wandb, or set tracking.enabled=false"))
     if config.method.enabled:
         problems.extend(method_problems(config))
     problems.extend(pruning_problems(config))

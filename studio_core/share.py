@@ -119,6 +119,12 @@ def path_fields(config) -> dict[str, str]:
             fields["model.ref"] = config.model.ref
     except ModelError:  # an unknown reference kind: the model step reports it; it names no readable path
         pass
+    if config.tracking.enabled and "mlflow" in config.tracking.backends and config.tracking.mlflow_uri:
+        from studio_core.connectors.mlflow_tracker import local_store_path
+
+        store = local_store_path(config.tracking.mlflow_uri)  # a file the run would write: under the roots too
+        if store:
+            fields["tracking.mlflow_uri"] = store
     return fields
 
 

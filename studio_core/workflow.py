@@ -16,6 +16,7 @@ from typing import Any
 
 from studio_core import stages
 from studio_core.config import RunConfig
+from studio_core.connectors import trackers
 from studio_core.context import CancelSignal, EventSink, Flag, RunContext
 from studio_core.errors import CancelledError, ConfigError, InputError, Problem, StudioError
 from studio_core.runs import RunDir, RunStore, config_file_text, mark_running_again, new_run_id, utc_now
@@ -188,10 +189,12 @@ def _run_stage(ctx: RunContext, stage: Stage) -> None:
     seconds = round(time.perf_counter() - start, 3)
     _set_stage(ctx, stage, state="completed", seconds=seconds, finished_at=utc_now())
     ctx.emit("stage_completed", stage.title, stage=stage.name, number=stage.number, seconds=seconds)
+    trackers.stage_completed(ctx, stage.name)  # the adapter, evaluation report and package to the trackers
 
 
 def _finish(ctx: RunContext, state: str, error: str | None = None) -> None:
     status = ctx.run.read_status()
     status.update(state=state, finished_at=utc_now(), error=error)
     ctx.run.write_status(status)
+    trackers.close(ctx, state)
     ctx.emit(f"run_{state}", error or "")

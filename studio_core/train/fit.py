@@ -109,16 +109,31 @@ def device_kind(device: str) -> str:
 
 def fit_config(cfg, home=None) -> Fit:
     """`fit_to_memory` for a config on this machine: its model counted on the meta device (nothing loaded)."""
-    from studio_core.hardware.profile import hardware_profile
     from studio_core.models.resolve import load_empty_model, resolve_in_home
+
+    return fit_model(cfg, load_empty_model(resolve_in_home(cfg.model, home)), home)
+
+
+def fit_model_config(cfg, model_config, home=None) -> Fit:
+    """`fit_config` for a model known only by its config (a Hub model not downloaded): built on the meta device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config)
+    return fit_model(cfg, model, home)
+
+
+def fit_model(cfg, model, home=None) -> Fit:
+    """`fit_to_memory` for `cfg`'s method on `model` (on the meta device) within this machine's memory budget."""
+    from studio_core.hardware.profile import hardware_profile
+    from studio_core.methods import BuildContext
     from studio_core.models.targets import default_target_modules
     from studio_core.runs import studio_home
-    from studio_core.methods import BuildContext
     from studio_core.train.adapters import apply_method, count_parameters, rewrites_base
     from studio_core.train.precision import resolve_precision
 
     profile = hardware_profile(studio_home(home))
-    model = load_empty_model(resolve_in_home(cfg.model, home))
     _, base_params = count_parameters(model)
     section = cfg.method
     targets = section.target_modules if getattr(section, "target_modules", "auto") != "auto" else \

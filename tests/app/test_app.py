@@ -157,18 +157,21 @@ def test_hardware_page_shows_the_profile_and_backends(via_navigation: bool) -> N
     else:
         at = _run(HARDWARE)
     assert [t.value for t in at.title] == ["Hardware"]
-    assert [s.value for s in at.subheader] == ["Backends"]
+    assert [s.value for s in at.subheader] == ["Backends", "Connectors"]
     (profile,) = at.table
     labels = list(profile.value.index)
     assert labels[0] == "CPU" and "RAM" in labels and "Best precision" in labels
     assert "logical" in profile.value.loc["CPU"].iloc[0]
-    (backends,) = at.dataframe
+    backends, connectors = at.dataframe
     frame = backends.value
     assert list(frame.columns) == ["backend", "usable", "version", "why not / install"]
     torch_row = frame[frame["backend"] == "torch"].iloc[0]
     assert bool(torch_row["usable"]) is True and torch_row["version"]
     for usable, why_not in zip(frame["usable"].astype(bool), frame["why not / install"], strict=True):
         assert bool(why_not) != usable  # an unusable backend says why and how to install it; a usable one not
+    hub = connectors.value.set_index("connector")
+    assert set(hub.index) >= {"local-data", "local-models", "huggingface-hub", "mlflow", "tensorboard", "wandb"}
+    assert bool(hub.loc["mlflow", "usable"]) and hub.loc["mlflow", "kind"] == "tracking"
 
 
 def test_data_preview_shows_schema_rows_and_histogram(studio_env: Path) -> None:
