@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from studio_core import privacy
 from studio_core.train.lifecycle import (
     build_peft_model,
     build_with_unsloth,
@@ -199,6 +200,7 @@ def trainer_parts(ctx: RunContext):
     from studio_core.train.trainer import TrainerParts
 
     parts = TrainerParts()
+    parts.add(privacy.trainer_parts(ctx))
     return parts
 
 
