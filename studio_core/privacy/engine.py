@@ -209,6 +209,7 @@ class PrivateTrainer:
             args.max_steps), num_training_steps=args.max_steps)
         t.state = TrainerState(is_local_process_zero=t.is_local_process_zero(),
                                is_world_process_zero=t.is_world_process_zero())
+        batches = self._physical_batches(args.max_steps)  # before the RNG is restored: making it draws a seed
         if resume_from_checkpoint:
             self._load(Path(resume_from_checkpoint), scheduler)
         state = t.state
@@ -218,7 +219,6 @@ class PrivateTrainer:
         t.control = t.callback_handler.on_train_begin(args, state, t.control)
         if not resume_from_checkpoint and args.eval_on_start:
             self._evaluate()
-        batches = self._physical_batches()
         while state.global_step < args.max_steps and not t.control.should_training_stop:
             if self._over_budget():
                 break
@@ -233,13 +233,17 @@ class PrivateTrainer:
         self._finish()
         return state
 
-    def _physical_batches(self):
+    def _physical_batches(self, steps: int):
+        """One iterator over the whole run: the Poisson sampler draws `steps` logical batches, each split into
+        physical batches of at most the per-device batch (BatchMemoryManager tells the optimizer where each
+        logical batch ends). One iterator, so a resumed run draws exactly the batches the uninterrupted one would."""
         from opacus.utils.batch_memory_manager import BatchMemoryManager
 
-        with BatchMemoryManager(data_loader=self.sgd.loader, optimizer=self.sgd.optimizer,
-                                max_physical_batch_size=self.trainer.args.per_device_train_batch_size) as loader:
-            while True:
-                yield from loader
+        sampler = self.sgd.loader.batch_sampler
+        setattr(sampler, "num_batches" if hasattr(sampler, "num_batches") else "steps", steps)
+        manager = BatchMemoryManager(data_loader=self.sgd.loader, optimizer=self.sgd.optimizer,
+                                     max_physical_batch_size=self.trainer.args.per_device_train_batch_size)
+        return iter(manager.__enter__())  # its __exit__ does nothing
 
     def _logical_step(self, batches, scheduler) -> float | None:
         """Physical batches until Opacus' optimizer takes its (noised) step; returns the mean example loss."""
@@ -255,7 +259,7 @@ class PrivateTrainer:
         state.global_step += 1
         state.epoch = state.global_step * self.plan.sample_rate
         self.spent = sgd.epsilon()
-        return loss_sum / rows if rows else math.nan
+        return loss_sum / rows if rows else None  # an empty Poisson batch: a noise-only step, no loss
 
     def _over_budget(self) -> bool:
         budget = self.plan.target_epsilon
