@@ -66,6 +66,29 @@ def test_training_stops_at_the_budget_with_an_event(tmp_path):
     stop = next(e for e in run.events() if e["type"] == "privacy_budget_reached")
     assert "step 2" in stop["message"] and "target_epsilon" in stop["message"]
     assert json.loads((run.artifacts / "training.json").read_text())["stopped_early"] is True
+    package_and_gate(run, tmp_path, report)
+
+
+def package_and_gate(run, tmp_path, report):
+    """The package's evidence carries the budget, and the policy's max_epsilon rule really passes or fails on it."""
+    from studio_core.package import Policy, build_package, evaluate_policy, generate_keys, load_private_keys
+    from studio_core.package import load_public_keys, sign_package
+
+    home = tmp_path / "keys-home"
+    keys = load_private_keys(home, generate_keys(home).key_id)
+    package = build_package(run.path, tmp_path / "package")
+    sign_package(package, keys)
+    evidence = json.loads((package / "payload" / "evidence.json").read_text())["privacy"]
+    assert evidence["enabled"] is True
+    for key in ("epsilon", "delta", "accountant", "noise_multiplier", "max_grad_norm", "sample_rate", "steps", "N",
+                "poisson", "secure_mode"):
+        assert evidence[key] == report[key], key
+    public = load_public_keys(home)
+    (passed,) = [r for r in evaluate_policy(package, Policy(max_epsilon=report["epsilon"] * 1.01), public).rules
+                 if r.name == "max_epsilon"]
+    (failed,) = [r for r in evaluate_policy(package, Policy(max_epsilon=report["epsilon"] * 0.99), public).rules
+                 if r.name == "max_epsilon"]
+    assert passed.passed and not failed.passed and "required" in failed.detail
 
 
 def test_epsilon_per_step_opacus_reproduces_it_and_resume_keeps_counting(tmp_path):
