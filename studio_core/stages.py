@@ -87,6 +87,7 @@ def preflight_check(ctx: RunContext) -> None:
     precision = pf.check_precision(report, cfg.training.precision, profile)
     data = ctx.prepared_data()
     pf.check_tokens(report, data, cfg.data.max_length)
+    pf.check_privacy(report, cfg, data, (simulation_training(cfg) if ctx.simulated else cfg).training.max_steps)
     model = load_training_model(ctx, precision)
     pf.check_targets(report, model, cfg.method)
     if not report.errors:
