@@ -180,6 +180,7 @@ class PrivateTrainer:
         self.trainer, self.plan, self.mode, self.emit, self.on_report = trainer, plan, mode, emit, on_report
         self.sgd: PrivateSGD | None = None
         self.spent = 0.0
+        self._upcoming: float | None = None  # epsilon after the next step, once computed
         self.stopped_at_budget = False
 
     @property
@@ -258,16 +259,19 @@ class PrivateTrainer:
         scheduler.step()
         state.global_step += 1
         state.epoch = state.global_step * self.plan.sample_rate
-        self.spent = sgd.epsilon()
+        # The budget check already computed this step's epsilon (the accountant is the slow part of a tiny step).
+        self.spent = self._upcoming if self._upcoming is not None else sgd.epsilon()
+        self._upcoming = None
         return loss_sum / rows if rows else None  # an empty Poisson batch: a noise-only step, no loss
 
     def _over_budget(self) -> bool:
         budget = self.plan.target_epsilon
         if budget is None:
             return False
-        upcoming = self.sgd.epsilon(extra_steps=1)
+        upcoming = self._upcoming = self.sgd.epsilon(extra_steps=1)
         if upcoming <= budget * (1 + 1e-9):
             return False
+        self._upcoming = None
         self.stopped_at_budget = True
         self.emit("privacy_budget_reached", f"training stopped at step {self.trainer.state.global_step}: one more "
                   f"step would spend epsilon {upcoming:.3f}, over the budget privacy.target_epsilon={budget:g} "
