@@ -87,6 +87,13 @@ LABELS = {
     "pruning.enabled": "Run Pruning Aware Init",
     "comm.enabled": "Run Dynamic Sparsification",
     "privacy.enabled": "Differentially private training",
+    "privacy.target_epsilon": "Target epsilon (the budget)",
+    "privacy.noise_multiplier": "Noise multiplier",
+    "privacy.delta": "Delta",
+    "privacy.max_grad_norm": "Per-example clip norm",
+    "privacy.accountant": "Privacy accountant",
+    "privacy.poisson_sampling": "Poisson sampling",
+    "privacy.secure_mode": "Secure mode (torchcsprng)",
 }
 
 

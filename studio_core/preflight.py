@@ -179,8 +179,9 @@ def check_privacy(report: PreflightReport, cfg: RunConfig, data: PreparedData, s
                                "unit": "one training example (one row of the training split)",
                                "per_sample_gradients": GRAD_SAMPLE_LABELS[GRAD_SAMPLE_MODES[cfg.method.name]]}
     report.warnings.append(f"privacy: training.max_grad_norm={cfg.training.max_grad_norm:g} does not apply under DP; "
-                           f"each example's gradient is clipped to privacy.max_grad_norm={plan.max_grad_norm:g}. The "
-                           "time estimate below is measured without DP (bench/dp_overhead.py measures the ratio)")
+                           f"each example's gradient is clipped to privacy.max_grad_norm={plan.max_grad_norm:g}. "
+                           "Pre-flight's time estimate is measured without DP (bench/dp_overhead.py measures the "
+                           "ratio)")
 
 
 def check_disk(report: PreflightReport, cfg: RunConfig, run_path, base_params: int, adapter_params: int) -> None:
