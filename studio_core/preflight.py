@@ -14,10 +14,10 @@ from typing import Any
 from studio_core.config import RunConfig
 from studio_core.data.prepare import PreparedData
 from studio_core.hardware.memory import GIB
-from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
-from studio_core.train.batching import collate
 from studio_core.methods import get_method
+from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
 from studio_core.train.adapters import count_parameters, fit_problems
+from studio_core.train.batching import collate
 from studio_core.train.precision import autocast, resolve_precision
 
 

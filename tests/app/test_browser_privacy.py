@@ -3,6 +3,7 @@ report on step 8 and in the package view on step 11 (screenshots in test-artifac
 
 from __future__ import annotations
 
+import json
 import re
 
 from tests.app.test_browser import browser, go, open_page, set_text, shot, shown_run_id, small_demo, studio  # noqa: F401
@@ -41,3 +42,5 @@ def test_a_private_run_from_step_4_shows_epsilon_live_and_its_report_on_steps_8_
     page.get_by_text(re.compile(r"Differentially private: epsilon")).wait_for()
     page.get_by_text("Privacy evidence").scroll_into_view_if_needed()
     shot(page, "privacy-step11-package")
+    report = json.loads((studio.home / "runs" / run_id / "artifacts" / "privacy.json").read_text())
+    assert report["target_epsilon"] == 4 and 0 < report["epsilon"] <= 4  # what step 4's field set

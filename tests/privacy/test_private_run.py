@@ -71,8 +71,15 @@ def test_training_stops_at_the_budget_with_an_event(tmp_path):
 
 def package_and_gate(run, tmp_path, report):
     """The package's evidence carries the budget, and the policy's max_epsilon rule really passes or fails on it."""
-    from studio_core.package import Policy, build_package, evaluate_policy, generate_keys, load_private_keys
-    from studio_core.package import load_public_keys, sign_package
+    from studio_core.package import (
+        Policy,
+        build_package,
+        evaluate_policy,
+        generate_keys,
+        load_private_keys,
+        load_public_keys,
+        sign_package,
+    )
 
     home = tmp_path / "keys-home"
     keys = load_private_keys(home, generate_keys(home).key_id)
