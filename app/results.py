@@ -251,12 +251,13 @@ def privacy_report(report: dict[str, Any], run) -> None:
 
 
 def evaluation_and_privacy(report: dict[str, Any], run) -> None:
-    """Step 8's results, then the run's privacy budget where it trained privately."""
-    evaluation(report, run)
+    """Step 8's results, with the privacy budget they were bought at first where the run trained privately."""
     privacy = activity.read_json(run.artifacts / "privacy.json")
     if privacy:
-        st.subheader("Privacy")
-        privacy_report(privacy, run)
+        with st.expander(f"Privacy: trained with differential privacy, epsilon {privacy['epsilon']:.3f} at delta "
+                         f"{privacy['delta']:.3g}", expanded=True):
+            privacy_report(privacy, run)
+    evaluation(report, run)
 
 
 def _size(n: int) -> str:

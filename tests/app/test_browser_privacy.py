@@ -11,6 +11,7 @@ from tests.app.test_browser import browser, go, open_page, set_text, shot, shown
 
 def test_a_private_run_from_step_4_shows_epsilon_live_and_its_report_on_steps_8_and_11(studio, browser):  # noqa: F811
     page = open_page(browser.new_context(viewport={"width": 1400, "height": 1100}), studio.url)
+    page.set_default_timeout(180_000)  # step 4 reads the model's module names; slow on a loaded machine
     small_demo(page)
     go(page, "4. Training Init")
     page.get_by_text("Differentially private training", exact=True).click()
