@@ -31,6 +31,15 @@ def line_chart(metrics: list[dict], key: str, title: str) -> go.Figure:
     return figure
 
 
+def epsilon_chart(metrics: list[dict], budget: float | None) -> go.Figure:
+    """Epsilon spent per step, with the budget as a line where there is one."""
+    figure = line_chart(metrics, "epsilon", "Privacy spent (epsilon)")
+    if budget is not None:
+        figure.add_hline(y=budget, line_dash="dash", annotation_text=f"budget {budget:g}")
+    figure.update_layout(height=360, yaxis_title="epsilon")
+    return figure
+
+
 def histogram_chart(histogram: dict, title: str) -> go.Figure:
     edges, counts = histogram.get("edges", []), histogram.get("counts", [])
     labels = [f"{edges[i]}-{edges[i + 1] - 1}" for i in range(len(counts))]

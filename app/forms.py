@@ -30,6 +30,7 @@ ESSENTIAL = {
     "training": ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "eval_steps",
                  "save_steps"),
     "evaluation": ("task_rows", "samples", "prompts", "test_path"),
+    "privacy": ("target_epsilon", "delta", "max_grad_norm", "accountant"),
 }
 WIDE = ("modules", "tuple", "shapes", "columns", "lines")  # drawn across the page  # drawn across the page, not in a column
 FLOAT_AS_TEXT = {"training.learning_rate", "method.eps", "export.parity_tolerance"}  # 5e-4 reads better typed
@@ -109,6 +110,8 @@ def _kind(path: str, annotation) -> str:
         return "str"
     if _is_optional_str(annotation):
         return "optional_str"
+    if get_origin(annotation) in (typing.Union, types.UnionType) and set(get_args(annotation)) == {float, type(None)}:
+        return "optional_float"
     if path.endswith("target_modules") or path.endswith("feedforward_modules") or path == "pruning.targets":
         return "modules"
     origin, args = get_origin(annotation), get_args(annotation)
@@ -192,6 +195,11 @@ def _optional_str(path, key, label, help_text, annotation, disabled, targets):
     _seed(key, get_value(path) or "")
     st.text_input(label, help=help_text + "\n\nLeave empty for none.", key=key, disabled=disabled,
                   on_change=_commit, args=(path, key, lambda v: v.strip() or None))
+
+
+def _optional_float(path, key, label, help_text, annotation, disabled, targets):
+    _text_field(path, key, label, help_text + "\n\nLeave empty for none.", disabled,
+                lambda text: _parse_float(text) if text.strip() else None, lambda v: "" if v is None else f"{v:g}")
 
 
 def _text_field(path, key, label, help_text, disabled, parse, show) -> None:
@@ -354,7 +362,8 @@ def _lines(path, key, label, help_text, annotation, disabled, targets):
 
 
 _DRAWERS = {"bool": _bool, "choice": _choice, "method": _method, "int": _int, "float": _float,
-            "float_text": _float_text, "str": _str, "optional_str": _optional_str, "modules": _modules,
+            "float_text": _float_text, "str": _str, "optional_str": _optional_str, "optional_float": _optional_float,
+            "modules": _modules,
             "multichoice": _multichoice, "tuple": _tuple, "shapes": _shapes, "columns": _columns, "lines": _lines}
 
 

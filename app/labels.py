@@ -98,6 +98,13 @@ LABELS = {
     "tracking.wandb_mode": "W&B mode",
     "tracking.histograms": "Adapter weight histograms (TensorBoard)",
     "tracking.flush_timeout_s": "Wait for the trackers at the end (s)",
+    "privacy.target_epsilon": "Target epsilon (the budget)",
+    "privacy.noise_multiplier": "Noise multiplier",
+    "privacy.delta": "Delta",
+    "privacy.max_grad_norm": "Per-example clip norm",
+    "privacy.accountant": "Privacy accountant",
+    "privacy.poisson_sampling": "Poisson sampling",
+    "privacy.secure_mode": "Secure mode (torchcsprng)",
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import activity
-from app.charts import line_chart, loss_chart, resource_chart
+from app.charts import epsilon_chart, line_chart, loss_chart, resource_chart
 from app.session import RUN_KEY, browser_session
 from studio_core.config import RunConfig, validate_config
 from studio_core.errors import StudioError
@@ -86,7 +86,14 @@ def _render(run_id: str, key: str) -> None:
     for warning in _unique(e["message"] for e in events if e["type"] == "warning"):
         st.warning(warning)
     if any("loss" in m or "val_loss" in m for m in metrics):
-        st.plotly_chart(loss_chart({run_id: metrics}), key=f"{key}-loss")
+        if any(m.get("epsilon") is not None for m in metrics):  # private training: the budget beside the loss
+            loss, spent = st.columns(2)
+            figure = loss_chart({run_id: metrics})
+            figure.update_layout(legend={"orientation": "h", "y": -0.25})  # half width: the legend goes below
+            loss.plotly_chart(figure, key=f"{key}-loss")
+            spent.plotly_chart(epsilon_chart(metrics, config.privacy.target_epsilon), key=f"{key}-epsilon")
+        else:
+            st.plotly_chart(loss_chart({run_id: metrics}), key=f"{key}-loss")
         left, right = st.columns(2)
         left.plotly_chart(line_chart(metrics, "lr", "Learning rate"), key=f"{key}-lr")
         right.plotly_chart(line_chart(metrics, "tokens_per_s", "Tokens / s"), key=f"{key}-tps")
@@ -111,8 +118,10 @@ def _now(status: dict, events: list[dict]) -> None:
     if stage.name == "training_exec" and progress:
         last = progress[-1]
         eta = f", about {last['eta_s']:.0f} s left" if last.get("eta_s") is not None else ""
+        loss = "n/a (empty batch)" if last.get("loss") is None else f"{last['loss']:.4f}"
+        spent = f", epsilon {last['epsilon']:.3f} spent" if last.get("epsilon") is not None else ""
         text = (f"Step {stage.number}, {stage.title}: step {last['step']}/{last['max_steps']}, loss "
-                f"{last['loss']:.4f}, {last['elapsed_s']:.0f} s so far{eta}")
+                f"{loss}{spent}, {last['elapsed_s']:.0f} s so far{eta}")
         st.progress(min(1.0, last["step"] / last["max_steps"]), text=text)
         if last["step"] >= last["max_steps"]:
             st.caption("Training steps done: saving the adapter, checking it reloads, merging it.")
@@ -193,6 +202,9 @@ def _completed(run) -> None:
     losses = [m["loss"] for m in run.metrics() if m.get("loss") is not None]
     if losses:
         figures.append(f"final training loss {losses[-1]:.4f}")
+    privacy = activity.read_json(run.artifacts / "privacy.json")
+    if privacy:
+        figures.append(f"epsilon {privacy['epsilon']:.3f} spent (delta {privacy['delta']:.2g})")
     if report:
         b, t = report["base"], report["tuned"]
         figures.append(f"validation loss {b['val_loss']:.4f} → {t['val_loss']:.4f}")

@@ -101,6 +101,9 @@ CHECKS = [("target_modules", "Target modules exist", "method.target_modules"),
           ("rank", "Rank suits the data", "method.r="), ("time_estimate", "Time estimate", "estimate")]
 
 
+PRIVACY_CHECK = ("privacy", "Differential privacy", "privacy")
+
+
 def preflight_checklist(report: dict[str, Any]) -> None:
     """The go/no-go report as a checklist: each check with its figure, the errors and warnings by name."""
     (st.success if report["go"] else st.error)("GO: nothing blocks this run." if report["go"] else
@@ -110,7 +113,7 @@ def preflight_checklist(report: dict[str, Any]) -> None:
     for message in dict.fromkeys(report["warnings"]):
         st.warning(message)
     rows = []
-    for key, title, marker in CHECKS:
+    for key, title, marker in CHECKS + ([PRIVACY_CHECK] if "privacy" in report else []):
         if key not in report:
             rows.append({"check": f"– {title}", "result": "not run (an earlier check failed)"})
             continue
@@ -145,6 +148,10 @@ def _check_text(key: str, value: Any) -> str:
         return f"p95 {value['p95']}, longest {value['max']} of {value['max_length']}; {value['truncated']} truncated"
     if key == "rank":
         return f"r={value['r']}, recommended r={value['recommended_r']}"
+    if key == "privacy":
+        return (f"noise multiplier {value['noise_multiplier']:.4f} for epsilon {value['expected_epsilon']:.3f} after "
+                f"{value['expected_steps']} of {value['steps']} steps (sample rate {value['sample_rate']:.5f}, delta "
+                f"{value['delta']:.2g}, N = {value['examples']}); {value['per_sample_gradients']}")
     if key == "time_estimate":
         return (f"~{value['estimated_training_s']:.0f} s for {value['max_steps']} steps "
                 f"({value['seconds_per_optimizer_step']:.2f} s/step on the {value['measured_on']})")
@@ -211,6 +218,46 @@ def package_files(package: Path, run) -> None:
     st.dataframe(rows, hide_index=True, width="stretch")
     st.caption(f"{len(rows)} files; the manifest (in-toto statement) lists each digest; "
                + ("signed: see step 12." if (package / "signature.dsse.json").is_file() else "not signed."))
+
+
+def package_view(package: Path, run) -> None:
+    """The package's files, then the privacy budget its evidence carries (what the policy's max_epsilon reads)."""
+    package_files(package, run)
+    evidence = activity.read_json(package / "payload" / "evidence.json") or {}
+    privacy = evidence.get("privacy") or {}
+    st.markdown("**Privacy evidence** (`payload/evidence.json`, `privacy`)")
+    if privacy.get("enabled"):
+        privacy_report(privacy, run)
+    else:
+        st.caption("Trained without differential privacy: the evidence says so (`{\"enabled\": false}`), and a "
+                   "policy with max_epsilon refuses it.")
+
+
+def privacy_report(report: dict[str, Any], run) -> None:
+    """A private run's budget (artifacts/privacy.json or the package's evidence), every figure the accounting used."""
+    budget = f" of a budget of {report['target_epsilon']:g}" if report.get("target_epsilon") is not None else ""
+    stopped = " Training stopped at the budget." if report.get("stopped_at_budget") else ""
+    st.info(f"Differentially private: epsilon {report['epsilon']:.3f}{budget} at delta {report['delta']:.3g}, "
+            f"{report['accountant']} accountant. Unit of privacy: one training example.{stopped}")
+    rows = [("epsilon spent", f"{report['epsilon']:.4f}"), ("delta", f"{report['delta']:.3g}"),
+            ("accountant", report["accountant"]), ("noise multiplier", f"{report['noise_multiplier']:.4f}"),
+            ("per-example clip norm", f"{report['max_grad_norm']:g}"), ("sample rate q", f"{report['sample_rate']:.6f}"),
+            ("steps", report["steps"]), ("training examples N", report["N"]),
+            ("expected logical batch", report.get("logical_batch")), ("Poisson sampling", report["poisson"]),
+            ("secure mode", report["secure_mode"]), ("per-example gradients", report.get("per_sample_gradients"))]
+    st.table(_indexed([{"figure": k, "value": str(v)} for k, v in rows], "figure"))
+    st.caption("Anyone can check epsilon: Opacus' accountant (`opacus.accountants`) stepped `steps` times with this "
+               "noise multiplier and sample rate, asked at this delta, gives the same figure.")
+
+
+def evaluation_and_privacy(report: dict[str, Any], run) -> None:
+    """Step 8's results, with the privacy budget they were bought at first where the run trained privately."""
+    privacy = activity.read_json(run.artifacts / "privacy.json")
+    if privacy:
+        with st.expander(f"Privacy: trained with differential privacy, epsilon {privacy['epsilon']:.3f} at delta "
+                         f"{privacy['delta']:.3g}", expanded=True):
+            privacy_report(privacy, run)
+    evaluation(report, run)
 
 
 def _size(n: int) -> str:

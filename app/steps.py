@@ -38,6 +38,15 @@ WHAT_IT_DOES = {
     12: "Sign the manifest (Ed25519 + ML-DSA-65), verify, and gate promotion by a policy.",
 }
 EXTRA_SECTIONS = {4: ("privacy",), 6: ("tracking",), 12: ("policy",)}
+EXTRA_NOTES = {
+    "privacy": "DP-SGD (Opacus) on the adapter weights; the base stays frozen. The unit of privacy is one training "
+               "example (one row of the training split): a person with several rows is protected only as far as "
+               "their rows together. Each example's gradient is clipped to the per-example clip norm, so step 6's "
+               "gradient clipping (training.max_grad_norm) does not apply. Batches are Poisson-sampled around "
+               "per-device batch x accumulation. Methods: lora, rslora, dora; refused with sequence packing, "
+               "gradient compression (step 7), gradient checkpointing and fp16. The training loss shown while "
+               "training is computed on the private rows and is not itself private.",
+}
 
 
 def stage(number: int):
@@ -95,6 +104,8 @@ def step_form(number: int, targets=None) -> None:
         if extra in UNAVAILABLE_FEATURES:
             st.caption(f"{UNAVAILABLE_FEATURES[extra].capitalize()} is not available in this version yet.")
             continue
+        if extra in EXTRA_NOTES:
+            st.caption(EXTRA_NOTES[extra])
         render_section(extra)
 
 

@@ -232,7 +232,7 @@ def _resume_config(args: argparse.Namespace):
     return validate_config(RunStore(args.home).get(args.resume).config_data())
 
 
-QUIET_EVENTS = ("data_resolved", "model_resolved", "preflight_go", "training_initialised", "resumed", "merged",
+QUIET_EVENTS = ("data_resolved", "privacy_plan", "privacy_budget_reached", "model_resolved", "preflight_go", "training_initialised", "resumed", "merged",
                 "exported", "compiled", "packaged", "signed", "promoted",
                 "evaluated", "simulation")
 
@@ -243,7 +243,9 @@ def _print_event(event: dict[str, Any]) -> None:
         step, total = event["step"], event["max_steps"]
         if step == total or step % max(1, total // 20) == 0:
             eta = f", ETA {event['eta_s']:.0f} s" if event.get("eta_s") is not None else ""
-            err.print(f"    step {step}/{total}  loss {event['loss']:.4f}  elapsed {event['elapsed_s']:.0f} s{eta}")
+            spent = f"  epsilon {event['epsilon']:.3f}" if event.get("epsilon") is not None else ""
+            loss = "n/a (empty batch)" if event.get("loss") is None else f"{event['loss']:.4f}"
+            err.print(f"    step {step}/{total}  loss {loss}{spent}  elapsed {event['elapsed_s']:.0f} s{eta}")
     elif kind == "stage_started":
         err.print(f"[bold]{event['number']:>2}. {message}[/] ...")
     elif kind == "stage_completed":

@@ -218,8 +218,47 @@ def pruning_problems(config) -> list[Problem]:
     return found
 
 
+PRIVACY_METHODS = ("lora", "rslora", "dora")  # per-sample gradients checked against brute force for these
+
+
 class PrivacyConfig(Section):
-    enabled: bool = _stage_section("differentially private training (Opacus) inside Training Init")
+    """DP-SGD (Opacus) over the adapter weights. The unit of privacy is one training example (one row)."""
+
+    enabled: bool = Field(
+        False, description="Differentially private training (DP-SGD through Opacus) of the adapter weights; the "
+        "base stays frozen. The unit of privacy is one training example (one row of the training split): a user "
+        "with several rows is protected only as far as their rows together."
+    )
+    target_epsilon: float | None = Field(
+        8.0, gt=0, description="Privacy budget epsilon to spend by training.max_steps: the noise multiplier is "
+        "computed to reach it. With noise_multiplier set too, it is the budget: training stops before a step "
+        "would exceed it. Empty: no budget (noise_multiplier then sets the noise)."
+    )
+    noise_multiplier: float | None = Field(
+        None, gt=0, description="Noise standard deviation relative to max_grad_norm; empty: computed from "
+        "target_epsilon, delta, the sample rate and training.max_steps."
+    )
+    delta: float | None = Field(
+        None, gt=0, lt=1, description="Privacy parameter delta; empty: 1/(10 N) for N training examples. It must "
+        "stay below 1/N (at 1/N, releasing one random example outright would meet the guarantee)."
+    )
+    max_grad_norm: float = Field(
+        1.0, gt=0, description="Per-example clipping norm: each example's adapter gradient is clipped to this L2 "
+        "norm before noise is added. Under DP it replaces training.max_grad_norm, which does not apply."
+    )
+    accountant: Literal["prv", "rdp", "gdp"] = Field(
+        "prv", description="Privacy accountant: 'prv' (numerical composition of privacy random variables, tight "
+        "upper bound) or 'rdp' (Renyi DP, looser). 'gdp' is refused: its central-limit approximation can "
+        "underestimate epsilon."
+    )
+    poisson_sampling: bool = Field(
+        True, description="Poisson sampling: each example joins each step's batch with probability q (the sample "
+        "rate), so batch sizes vary around the logical batch (per-device batch x accumulation). The accountants "
+        "assume it; it cannot be turned off."
+    )
+    secure_mode: bool = Field(
+        False, description="Cryptographically secure noise and sampling (needs the torchcsprng package)."
+    )
 
 
 class CommConfig(Section):
@@ -434,6 +473,50 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
     if config.method.enabled:
         problems.extend(method_problems(config))
     problems.extend(pruning_problems(config))
+    if config.privacy.enabled:
+        problems.extend(privacy_problems(config))
+    return problems
+
+
+def privacy_problems(config: RunConfig) -> list[Problem]:
+    """What DP-SGD cannot cover: the privacy analysis assumes per-example gradients, clipped, of one model."""
+    problems = []
+    privacy, method = config.privacy, config.method.name
+    if privacy.accountant == "gdp":
+        problems.append(Problem("privacy.accountant", "'gdp' (Gaussian DP) approximates the composition by a "
+                                "central limit theorem and can underestimate epsilon; choose 'prv' or 'rdp'"))
+    if not privacy.poisson_sampling:
+        problems.append(Problem("privacy.poisson_sampling", "the accountants' guarantee assumes Poisson sampling; "
+                                "fixed-size shuffled batches are not covered; set it to true"))
+    if privacy.target_epsilon is None and privacy.noise_multiplier is None:
+        problems.append(Problem("privacy.target_epsilon", "set target_epsilon (the noise follows from it) or "
+                                "noise_multiplier"))
+    if method not in PRIVACY_METHODS:
+        problems.append(Problem("privacy.enabled", f"method {method} is not supported under differential privacy "
+                                "(its per-example gradients are not computed or not checked); use one of "
+                                + ", ".join(PRIVACY_METHODS)))
+    if getattr(getattr(config, "comm", None), "enabled", False):
+        problems.append(Problem("comm.enabled", "gradient compression changes the noised gradient after clipping "
+                                "and noise are accounted, and the privacy analysis does not cover it; turn one off"))
+    if getattr(config.data, "packing", False) or config.data.row_schema == "text":
+        problems.append(Problem("data.row_schema" if config.data.row_schema == "text" else "data.packing",
+                                "sequence packing puts several examples in one row, so one row's clipped gradient "
+                                "mixes examples and the per-example guarantee is lost; use unpacked rows"))
+    if config.training.gradient_checkpointing:
+        problems.append(Problem("training.gradient_checkpointing", "recomputing the forward pass breaks the "
+                                "per-example gradient hooks; turn it off under privacy"))
+    if config.training.precision == "fp16":
+        problems.append(Problem("training.precision", "fp16 loss scaling scales each example's gradient before "
+                                "it is clipped; use fp32 or bf16 under privacy"))
+    if config.training.backend == "unsloth":
+        problems.append(Problem("training.backend", "unsloth's fused kernels give no per-example gradients; use "
+                                "transformers+peft (or auto) under privacy"))
+    if config.privacy.secure_mode:
+        from importlib.util import find_spec
+
+        if find_spec("torchcsprng") is None:
+            problems.append(Problem("privacy.secure_mode", "needs the torchcsprng package, which is not installed; "
+                                    "turn secure_mode off or install torchcsprng"))
     return problems
 
 

@@ -14,10 +14,10 @@ from typing import Any
 from studio_core.config import RunConfig
 from studio_core.data.prepare import PreparedData
 from studio_core.hardware.memory import GIB
-from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
-from studio_core.train.batching import collate
 from studio_core.methods import get_method
+from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
 from studio_core.train.adapters import count_parameters, fit_problems
+from studio_core.train.batching import collate
 from studio_core.train.precision import autocast, resolve_precision
 
 
@@ -147,6 +147,41 @@ def check_memory(report: PreflightReport, cfg: RunConfig, model, adapter_params:
             f"({cfg.preflight.memory_headroom:.0%} of {available / GIB:.2f} GiB free){advice} (the Training Init "
             "page's 'Fit to this machine' applies it)"
         )
+
+
+def check_privacy(report: PreflightReport, cfg: RunConfig, data: PreparedData, steps: int) -> None:
+    """Under DP: the noise the target needs, the steps the budget allows, delta against N (`studio_core.privacy`)."""
+    if not cfg.privacy.enabled:
+        return
+    from studio_core.errors import ConfigError
+    from studio_core.privacy import logical_batch, plan_privacy, privacy_summary
+    from studio_core.privacy.accounting import epsilon
+    from studio_core.privacy.engine import GRAD_SAMPLE_LABELS, GRAD_SAMPLE_MODES
+
+    examples = sum(1 for e in data.train_tokens if e.supervised_tokens)
+    try:
+        plan = plan_privacy(cfg.privacy, examples, logical_batch(cfg.training), steps)
+    except ConfigError as e:
+        report.errors.extend(str(p) for p in e.problems)
+        return
+    expected = steps
+    if plan.target_epsilon is not None and plan.expected_epsilon > plan.target_epsilon:
+        low, high = 0, steps  # the last step whose epsilon stays within the budget
+        while low < high:
+            mid = (low + high + 1) // 2
+            inside = epsilon([(plan.noise_multiplier, plan.sample_rate, mid)], plan.delta, plan.accountant)
+            low, high = (mid, high) if inside <= plan.target_epsilon else (low, mid - 1)
+        expected = low
+        report.warnings.append(f"privacy: with noise_multiplier={plan.noise_multiplier:g} the budget "
+                               f"target_epsilon={plan.target_epsilon:g} is spent after {expected} of {steps} steps; "
+                               "training will stop there")
+    report.facts["privacy"] = {**plan.as_dict(), "expected_steps": expected, "summary": privacy_summary(plan),
+                               "unit": "one training example (one row of the training split)",
+                               "per_sample_gradients": GRAD_SAMPLE_LABELS[GRAD_SAMPLE_MODES[cfg.method.name]]}
+    report.warnings.append(f"privacy: training.max_grad_norm={cfg.training.max_grad_norm:g} does not apply under DP; "
+                           f"each example's gradient is clipped to privacy.max_grad_norm={plan.max_grad_norm:g}. "
+                           "Pre-flight's time estimate is measured without DP (bench/dp_overhead.py measures the "
+                           "ratio)")
 
 
 def check_disk(report: PreflightReport, cfg: RunConfig, run_path, base_params: int, adapter_params: int) -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from studio_core.evaluate.general_text import general_text_perplexity
 from studio_core.sparsity import run as sparsity
+from studio_core import privacy
 from studio_core.train.lifecycle import (
     build_peft_model,
     build_with_unsloth,
@@ -88,6 +89,7 @@ def preflight_check(ctx: RunContext) -> None:
     precision = pf.check_precision(report, cfg.training.precision, profile)
     data = ctx.prepared_data()
     pf.check_tokens(report, data, cfg.data.max_length)
+    pf.check_privacy(report, cfg, data, (simulation_training(cfg) if ctx.simulated else cfg).training.max_steps)
     model = load_training_model(ctx, precision)
     pf.check_targets(report, model, cfg.method)
     if not report.errors:
@@ -219,6 +221,7 @@ def trainer_parts(ctx: RunContext):
 
     parts = TrainerParts()
     parts.add(trackers.trainer_parts(ctx))
+    parts.add(privacy.trainer_parts(ctx))
     return parts
 
 

@@ -46,7 +46,7 @@ STAGES: list[Stage] = [
     Stage(12, "evidence_signing", "Evidence Signing", "signing", stages.evidence_signing),
 ]
 # Features that live inside a stage rather than being one, not available yet either.
-UNAVAILABLE_FEATURES = {"privacy": "differential privacy"}
+UNAVAILABLE_FEATURES: dict[str, str] = {}
 
 
 def is_enabled(stage: Stage, config: RunConfig) -> bool:

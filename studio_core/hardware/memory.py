@@ -19,6 +19,10 @@ the attention and MLP projections:
 - logits: the loss upcasts them to fp32, and at the start of backward the log-softmax output (kept for the
   loss), its gradient and the logits' gradient are alive: 3 x tokens x vocab x 4 bytes (plus the 16-bit
   logits' gradient under bf16/fp16). With a 49k vocabulary and a 135M model this is the largest term.
+- per-example gradients, under differential privacy (Opacus): each example of a physical batch keeps its own
+  fp32 adapter gradient until it is clipped (batch x adapter x 4 bytes), plus the clipped sum and the noise
+  (2 x adapter x 4). Opacus' hooks keep no activations autograd does not keep already (lora_A's input and
+  lora_B's input are saved for the backward pass anyway). Not calibrated by a measurement: counted from shapes.
 - allocator (CPU only): glibc malloc serves the MB-sized per-layer tensors from its heap, which fragments and
   keeps freed memory resident (mallinfo2 after one forward at 1024 tokens: ~1 GiB free but held, 250 MiB in
   use; with the heap's dynamic mmap threshold turned off, the peak fell to the live bytes above). Measured,
@@ -59,6 +63,7 @@ class MemoryEstimate:
     activations: float
     logits: float = 0.0
     allocator: float = 0.0
+    per_sample_gradients: float = 0.0  # differential privacy only
 
     @property
     def total(self) -> float:
@@ -86,13 +91,13 @@ def estimate_training_memory(
     *, base_params: int, adapter_params: int, layers: int, hidden: int, heads: int, batch: int,
     seq_len: int, weight_format: str, compute: str, gradient_checkpointing: bool, vocab: int,
     kv_heads: int | None = None, intermediate: int | None = None, tied_embeddings: bool = True,
-    adapter_dropout: bool = True, attention_probs: bool = False, device: str = "cpu",
+    adapter_dropout: bool = True, attention_probs: bool = False, device: str = "cpu", private: bool = False,
 ) -> MemoryEstimate:
     """Bytes needed to train an adapter of `adapter_params` on a frozen base of `base_params`.
 
     `intermediate` is the MLP width (default 4 x hidden), `kv_heads` the key/value heads (default `heads`),
     `attention_probs` whether attention keeps its seq^2 probabilities (eager attention), `device` "cpu"
-    (process RSS, with the allocator term) or "cuda".
+    (process RSS, with the allocator term) or "cuda", `private` whether DP-SGD keeps per-example gradients.
     """
     kv = hidden * (kv_heads or heads) // heads
     ffn = intermediate or 4 * hidden
@@ -130,4 +135,5 @@ def estimate_training_memory(
         activations=activations,
         logits=logits,
         allocator=allocator,
+        per_sample_gradients=(batch + 2) * adapter_params * 4.0 if private else 0.0,
     )

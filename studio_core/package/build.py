@@ -45,7 +45,9 @@ SECRET_SPANS = (
 )
 SOFTWARE = ("torch", "transformers", "peft", "accelerate", "safetensors", "onnx", "onnxruntime", "opacus",
             "cryptography", "pydantic")
-PRIVACY_KEYS = ("epsilon", "delta", "accountant", "noise_multiplier", "max_grad_norm", "sample_rate", "steps")
+PRIVACY_KEYS = ("epsilon", "delta", "accountant", "noise_multiplier", "max_grad_norm", "sample_rate", "steps", "N",
+                "poisson", "secure_mode", "unit", "target_epsilon", "logical_batch", "per_sample_gradients",
+                "accountant_history", "stopped_at_budget")
 
 
 def scrub(value: Any) -> Any:
@@ -134,7 +136,7 @@ def _metrics(run: RunDir) -> dict[str, Any]:
 def privacy_budget(config: dict[str, Any], artifacts: Path) -> dict[str, Any]:
     """The DP budget: `{"enabled": false}` when privacy is off, else every PRIVACY_KEYS value (null if unknown).
 
-    The values come from `artifacts/privacy.json`, which the privacy stage writes with those keys.
+    The values come from `artifacts/privacy.json`, which DP training (`studio_core.privacy`) writes with those keys.
     """
     if not config.get("privacy", {}).get("enabled"):
         return {"enabled": False}

@@ -32,7 +32,7 @@ def estimate_for(cfg, model_config, base_params: int, adapter_params: int, preci
         batch=cfg.training.per_device_batch_size, seq_len=cfg.data.max_length,
         weight_format="nf4" if get_method(cfg.method.name).loads_in_4bit else "fp32", compute=precision,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
-        adapter_dropout=getattr(cfg.method, "dropout", 0.0) > 0, device=device,
+        adapter_dropout=getattr(cfg.method, "dropout", 0.0) > 0, device=device, private=cfg.privacy.enabled,
     )
 
 

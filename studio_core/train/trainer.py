@@ -123,8 +123,9 @@ class StudioCallback(TrainerCallback):
         elapsed = now - self._t0
         done = state.global_step - self.start_step
         eta = elapsed / done * (self.max_steps - state.global_step) if done > 0 else None
-        loss = float(logs["loss"])
-        self.train_losses.append(loss)
+        loss = _float(logs["loss"])  # None for a step without examples (an empty Poisson batch under DP)
+        if loss is not None:
+            self.train_losses.append(loss)
         extra: dict[str, Any] = {}
         for fields in self.metric_fields:
             extra.update(fields(state))
@@ -133,7 +134,7 @@ class StudioCallback(TrainerCallback):
                     tokens_per_s=round(tokens_per_s, 1), elapsed_s=round(elapsed, 2), **extra)
         self.emit("progress", f"step {state.global_step}/{self.max_steps}", step=state.global_step,
                   max_steps=self.max_steps, elapsed_s=round(elapsed, 1), eta_s=None if eta is None else round(eta, 1),
-                  loss=loss)
+                  loss=loss, **extra)
 
     def _eval_line(self, state, logs: dict) -> None:
         val = float(logs["eval_loss"])
@@ -300,7 +301,7 @@ def finished_outcome(cfg: RunConfig, peft_model, checkpoint: str) -> TrainOutcom
     set_peft_model_state_dict(peft_model, load_file(keep / "adapter_model.safetensors"))
     replay = StudioCallback(lambda *a, **k: None, lambda **k: None, threading.Event(), cfg.training.max_steps)
     for entry in state["log_history"]:  # the overfitting flag, as the original callback computed it
-        if "loss" in entry:
+        if entry.get("loss") is not None:
             replay.train_losses.append(float(entry["loss"]))
         if "eval_loss" in entry:
             replay.val_losses.append((entry["step"], float(entry["eval_loss"])))

@@ -32,7 +32,8 @@ def test_total_is_the_sum_of_the_components_and_as_gib_reports_them_all() -> Non
     assert e.total == pytest.approx(sum(parts))
     gib = e.as_gib()
     assert set(gib) == {"weights", "adapter", "optimizer", "gradients", "activations", "logits", "allocator",
-                        "total"}
+                        "per_sample_gradients", "total"}
+    assert e.per_sample_gradients == 0  # only differential privacy keeps one gradient per example
     assert gib["total"] == pytest.approx(e.total / GIB, abs=1e-3)
 
 
@@ -154,3 +155,9 @@ def test_model_shape_reads_a_transformers_config_with_defaults() -> None:
     assert shape["tied_embeddings"] is False and shape["attention_probs"] is True
     estimate_training_memory(base_params=10_000, adapter_params=100, batch=1, seq_len=8, weight_format="fp32",
                              compute="fp32", gradient_checkpointing=False, **shape)
+
+
+def test_private_training_counts_one_adapter_gradient_per_example_plus_the_clipped_sum_and_noise() -> None:
+    public, private = estimate(), estimate(private=True)
+    assert private.per_sample_gradients == (4 + 2) * 4 * ADAPTER_PARAMS
+    assert private.total - public.total == pytest.approx(private.per_sample_gradients)
