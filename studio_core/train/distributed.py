@@ -1,0 +1,269 @@
+"""Training on several processes (and machines) through PyTorch's own launcher, torchrun.
+
+Why the training stage launches torchrun, rather than the whole run going under it: a run is one child process
+of the studio's supervisor (`studio_core.jobs`), and stages 1-5 (data, model, pre-flight, PEFT init) need one
+process, not N racing on one run dir. So that process stays the run's owner, and Training Exec, when
+`training.nproc x training.nnodes > 1`, becomes the launcher of `python -m torch.distributed.run` (torchrun:
+c10d rendezvous, gloo on CPU, nccl on GPU). Its workers (`python -m studio_core.train.distributed`) read what
+they need from the run dir: `artifacts/distributed/launch.json` (the resolved config, precision, the adapter's
+initial weights written next to it) and the tokenized data, build the same PEFT model, and train it with the same
+`studio_core.train.trainer.train` the one-process path runs; the HF Trainer does DDP itself under torchrun, and
+DDP exchanges only parameters that require grad, i.e. the adapter's gradients.
+
+Rank 0 owns the run dir: metrics, events, checkpoints, the outcome and the trained adapter's weights. The other
+ranks write only their logs (`logs/rank-N.log`) and, as the Trainer does in every DDP checkpoint, their own RNG
+state file in it. The launcher then loads the trained weights into its model, and the stage goes on (save,
+reload check, merge) as in one process. A worker that dies makes torchrun stop the others and exit non-zero: the
+stage raises `RunInterrupted`, the run reads `interrupted`, and `--resume` continues from the last checkpoint,
+with the same or another number of processes.
+
+Several machines need the studio home on a file system they share (NFS, Lustre): node 0 runs `peft-studio run
+... --nnodes N --node-rank 0 --rdzv-endpoint host:port --run-id ID`, every other node `peft-studio run --run-id ID
+--nnodes N --node-rank R --rdzv-endpoint host:port` (or torchrun itself: `join_command`), see the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+LAUNCH_DIR = "distributed"
+LAUNCH_FILE = "launch.json"
+OUTCOME_FILE = "outcome.json"
+START_WEIGHTS = "start_adapter.safetensors"
+TRAINED_WEIGHTS = "trained_adapter.safetensors"
+LOG_DIR = "logs"
+JOIN_TIMEOUT_S = 1800  # other machines may wait this long at the rendezvous for node 0's stages 1-5
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def world_processes(cfg) -> int:
+    """How many training processes the run has across all its machines."""
+    return cfg.training.nproc * cfg.training.nnodes
+
+
+def is_distributed(cfg) -> bool:
+    return world_processes(cfg) > 1
+
+
+def torchrun_command(nproc: int, nnodes: int, node_rank: int, endpoint: str | None, home: Path,
+                     run_id: str) -> list[str]:
+    """`python -m torch.distributed.run ...` for this node's workers of run `run_id`."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0"]
+    if nnodes == 1 and not endpoint:
+        command.append("--standalone")  # a free local port, no rendezvous server to name
+    else:
+        command += [f"--nnodes={nnodes}", f"--node-rank={node_rank}", "--rdzv-backend=c10d",
+                    f"--rdzv-endpoint={endpoint}", f"--rdzv-conf=join_timeout={JOIN_TIMEOUT_S}"]
+    return command + ["-m", "studio_core.train.distributed", "--home", str(home), "--run-id", run_id]
+
+
+def _environment() -> dict[str, str]:
+    path = os.pathsep.join(filter(None, [_PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def _die_with_parent() -> None:  # runs in the launcher's child before exec: a killed run takes its workers along
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the workers end when torchrun notices the parent's pipe closed
+
+
+def run_launcher(command: list[str], log_path: Path | None = None) -> int:
+    """Run a torchrun launcher to its end; on any interruption of this process, stop it (and its workers)."""
+    proc = subprocess.Popen(command, env=_environment(), preexec_fn=_die_with_parent)
+    try:
+        return proc.wait()
+    except BaseException:
+        proc.send_signal(signal.SIGTERM)  # torchrun forwards it to its workers
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+
+
+# ---------------------------------------------------------------- the launching process (Training Exec)
+
+def train_distributed(ctx, cfg, node_rank: int = 0):
+    """Training Exec's distributed path: launch this node's workers, wait, load what rank 0 trained.
+
+    `cfg` is the run's effective config (simulation caps applied); returns the `TrainOutcome` rank 0 wrote.
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    from studio_core.errors import RunInterrupted, StudioError
+    from studio_core.runs import atomic_write_json
+    from studio_core.train.trainer import TrainOutcome
+
+    folder = ctx.artifact_dir(LAUNCH_DIR)
+    (folder / OUTCOME_FILE).unlink(missing_ok=True)
+    for stale in (ctx.run.path / LOG_DIR).glob("rank-*.error"):
+        stale.unlink()
+    peft_model = ctx.outputs["peft_model"]
+    start = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    save_file(start, str(folder / START_WEIGHTS))
+    atomic_write_json(folder / LAUNCH_FILE, {
+        "config": cfg.model_dump(mode="json"), "precision": ctx.outputs["precision"],
+        "simulated": ctx.simulated, "processes": world_processes(cfg), "nproc": cfg.training.nproc,
+        "nnodes": cfg.training.nnodes, "rdzv_endpoint": cfg.training.rdzv_endpoint,
+    })
+    t = cfg.training
+    ctx.emit("distributed_launch", f"training on {world_processes(cfg)} processes ({t.nproc} per machine x "
+                                   f"{t.nnodes} machine(s)) through torchrun, {backend_name()}",
+             processes=world_processes(cfg), nproc=t.nproc, nnodes=t.nnodes)
+    command = torchrun_command(t.nproc, t.nnodes, node_rank, t.rdzv_endpoint, ctx.home, ctx.run.run_id)
+    code = run_launcher(command)
+    outcome_path = folder / OUTCOME_FILE
+    errors = sorted((ctx.run.path / LOG_DIR).glob("rank-*.error"))
+    if errors:  # a worker raised: the run failed (a config or code problem), it was not merely interrupted
+        raise StudioError(f"training process {errors[0].stem} failed: {errors[0].read_text(encoding='utf-8')} "
+                          f"(its log: {LOG_DIR}/{errors[0].stem}.log)")
+    if code != 0 or not outcome_path.is_file():
+        raise RunInterrupted(f"a training process ended before training finished (torchrun exit code {code}; each "
+                             f"rank's log is in {LOG_DIR}/ and job.log); resume the run to continue from its last "
+                             "checkpoint, with the same or another number of processes")
+    outcome = json.loads(outcome_path.read_text(encoding="utf-8"))
+    if not outcome["cancelled"]:
+        set_peft_model_state_dict(peft_model, load_file(str(folder / TRAINED_WEIGHTS)))
+    return TrainOutcome(**outcome)
+
+
+def backend_name() -> str:
+    from studio_core.catalog import is_cuda_available
+
+    return "nccl on GPU" if is_cuda_available() else "gloo on CPU"
+
+
+def join(home: Path, run_id: str, nproc: int, nnodes: int, node_rank: int, endpoint: str) -> int:
+    """Another machine's part in run `run_id` (its home on a shared file system): this node's workers only."""
+    return run_launcher(torchrun_command(nproc, nnodes, node_rank, endpoint, home, run_id))
+
+
+# ---------------------------------------------------------------- the workers
+
+class DistributedCancel:
+    """The run's cancel signal, agreed by every rank at each check: one rank seeing the request stops them all
+    at the same step (a rank stopping alone would leave the others waiting in a collective)."""
+
+    def __init__(self, local):
+        self.local = local
+
+    def is_set(self) -> bool:
+        import torch
+        import torch.distributed as dist
+
+        flag = bool(self.local.is_set())
+        if not (dist.is_available() and dist.is_initialized()):
+            return flag
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+
+def _redirect_output(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+
+
+def _worker_model(ctx, launch: dict[str, Any], folder: Path):
+    """The PEFT model the launcher built, rebuilt in this process: same base, same method, same start weights."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, set_seed
+
+    from studio_core.train.lifecycle import build_peft_model, load_training_model
+
+    set_seed(ctx.config.training.seed)
+    if launch["simulated"]:
+        model = AutoModelForCausalLM.from_pretrained(ctx.run.artifacts / "simulation-base", use_safetensors=True)
+    else:
+        model = load_training_model(ctx, launch["precision"])
+    peft_model, _ = build_peft_model(ctx, model)
+    set_peft_model_state_dict(peft_model, load_file(str(folder / START_WEIGHTS)))
+    return peft_model
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """One torchrun worker: train the run's adapter with its rank's share of every batch."""
+    import argparse
+
+    from studio_core.config import validate_config
+    from studio_core.context import CancelSignal, RunContext
+    from studio_core.runs import RunStore
+
+    parser = argparse.ArgumentParser(prog="python -m studio_core.train.distributed")
+    parser.add_argument("--home", required=True)
+    parser.add_argument("--run-id", required=True)
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    store = RunStore(args.home)
+    run = store.get(args.run_id)
+    if rank != 0:
+        _redirect_output(run.path / LOG_DIR / f"rank-{rank}.log")
+    print(f"rank {rank} of {os.environ.get('WORLD_SIZE')}: pid {os.getpid()}, host {os.uname().nodename}", flush=True)
+    from studio_core.cli import _print_event, _quiet_libraries
+
+    _quiet_libraries()
+    folder = run.artifacts / LAUNCH_DIR
+    launch = json.loads((folder / LAUNCH_FILE).read_text(encoding="utf-8"))
+    config = validate_config(launch["config"])
+    ctx = RunContext(config, run, store.home, DistributedCancel(CancelSignal(run.path)),
+                     _print_event if rank == 0 else None)
+    ctx.outputs["precision"] = launch["precision"]
+    try:
+        outcome = _train(ctx, launch, folder, rank)
+    except Exception as e:  # a failure, not a kill: the launcher reports the run failed, with this message
+        (run.path / LOG_DIR).mkdir(exist_ok=True)
+        (run.path / LOG_DIR / f"rank-{rank}.error").write_text(f"{type(e).__name__}: {e}", encoding="utf-8")
+        raise
+    if rank == 0:
+        _write_outcome(ctx, outcome, folder)
+    return 0
+
+
+def _train(ctx, launch: dict[str, Any], folder: Path, rank: int):
+    from studio_core import stages
+    from studio_core.train.trainer import train
+
+    def quiet(*args, **kwargs) -> None:  # ranks other than 0 write nothing in the run dir
+        return None
+
+    peft_model = _worker_model(ctx, launch, folder)
+    ctx.outputs["peft_model"] = peft_model
+    data = ctx.prepared_data()
+    train_rows, val_rows = stages.supervised_rows(data)
+    emit, metric = (ctx.emit, ctx.run.metric) if rank == 0 else (quiet, quiet)
+    return train(ctx.config, peft_model, train_rows, val_rows, ctx.tokenizer().pad_token_id, ctx.run.path,
+                 launch["precision"], emit, metric, ctx.cancel, stages.trainer_parts(ctx))
+
+
+def _write_outcome(ctx, outcome, folder: Path) -> None:
+    from dataclasses import asdict
+
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from studio_core.runs import atomic_write_json
+
+    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(ctx.outputs["peft_model"]).items()}
+    save_file(state, str(folder / TRAINED_WEIGHTS))
+    atomic_write_json(folder / OUTCOME_FILE, json.loads(json.dumps(asdict(outcome), default=str)))
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
