@@ -57,6 +57,9 @@ LABELS = {
     "training.early_stopping_patience": "Early-stopping patience (evaluations)",
     "training.seed": "Seed",
     "training.backend": "Training backend",
+    "training.nproc": "Processes",
+    "training.nnodes": "Machines",
+    "training.rdzv_endpoint": "Rendezvous host:port",
     "evaluation.enabled": "Evaluate base against tuned",
     "evaluation.max_rows": "Validation rows (loss, perplexity)",
     "evaluation.task_rows": "Answered rows (task metric)",
@@ -86,6 +89,10 @@ LABELS = {
     "policy.channel": "Promote to channel",
     "pruning.enabled": "Run Pruning Aware Init",
     "comm.enabled": "Run Dynamic Sparsification",
+    "comm.method": "Gradient compression",
+    "comm.ratio": "Share of entries sent (k/d)",
+    "comm.seed": "Rand-K seed",
+    "comm.update_ratios": "Update curve k/d values",
     "privacy.enabled": "Differentially private training",
 }
 

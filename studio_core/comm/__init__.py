@@ -58,8 +58,13 @@ def update_curve(ctx: RunContext) -> dict[str, Any]:
     import torch
     from safetensors.torch import load_file
 
-    from studio_core.comm.updates import apply_update, dense_bytes, layer_updates, load_sparse_update, \
-        save_sparse_update
+    from studio_core.comm.updates import (
+        apply_update,
+        dense_bytes,
+        layer_updates,
+        load_sparse_update,
+        save_sparse_update,
+    )
     from studio_core.evaluate.basic import validation_loss
     from studio_core.stages import supervised_rows
     from studio_core.train.lifecycle import fresh_base

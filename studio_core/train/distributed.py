@@ -54,7 +54,8 @@ def is_distributed(cfg) -> bool:
 def torchrun_command(nproc: int, nnodes: int, node_rank: int, endpoint: str | None, home: Path,
                      run_id: str) -> list[str]:
     """`python -m torch.distributed.run ...` for this node's workers of run `run_id`."""
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--max-restarts=0"]
+    command = [sys.executable, "-m", "studio_core.train.distributed", "launch", f"--nproc-per-node={nproc}",
+               "--max-restarts=0"]
     if nnodes == 1 and not endpoint:
         command.append("--standalone")  # a free local port, no rendezvous server to name
     else:
@@ -68,18 +69,24 @@ def _environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def _die_with_parent() -> None:  # runs in the launcher's child before exec: a killed run takes its workers along
+def launch_main(torchrun_args: list[str]) -> int:
+    """torchrun itself (`torch.distributed.run`), told to stop when the process that started it dies: a run whose
+    process is killed (out of memory, SIGKILL) must not leave its workers training on."""
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass  # not Linux: the workers end when torchrun notices the parent's pipe closed
+        pass  # not Linux
+    from torch.distributed.run import main
+
+    main(torchrun_args)
+    return 0
 
 
-def run_launcher(command: list[str], log_path: Path | None = None) -> int:
+def run_launcher(command: list[str]) -> int:
     """Run a torchrun launcher to its end; on any interruption of this process, stop it (and its workers)."""
-    proc = subprocess.Popen(command, env=_environment(), preexec_fn=_die_with_parent)
+    proc = subprocess.Popen(command, env=_environment())
     try:
         return proc.wait()
     except BaseException:
@@ -171,6 +178,19 @@ class DistributedCancel:
         return bool(value.item() > 0)
 
 
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted",
+             "Socket Timeout", "recvBytes", "sendBytes")
+
+
+def is_peer_lost(error: BaseException) -> bool:
+    """The collective failed because another rank is gone (gloo's reset connection, NCCL's abort), which is how a
+    rank sees a killed peer: the run was interrupted there, this rank did nothing wrong."""
+    import torch.distributed as dist
+
+    text = str(error)
+    return isinstance(error, getattr(dist, "DistNetworkError", ())) or any(marker in text for marker in PEER_LOST)
+
+
 def _redirect_output(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
@@ -228,6 +248,8 @@ def worker_main(argv: list[str] | None = None) -> int:
     try:
         outcome = _train(ctx, launch, folder, rank)
     except Exception as e:  # a failure, not a kill: the launcher reports the run failed, with this message
+        if is_peer_lost(e):
+            raise  # another rank went away (killed): that is an interruption, not this rank's failure
         (run.path / LOG_DIR).mkdir(exist_ok=True)
         (run.path / LOG_DIR / f"rank-{rank}.error").write_text(f"{type(e).__name__}: {e}", encoding="utf-8")
         raise
@@ -266,4 +288,4 @@ def _write_outcome(ctx, outcome, folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main())
+    sys.exit(launch_main(sys.argv[2:]) if sys.argv[1:2] == ["launch"] else worker_main())
