@@ -284,7 +284,9 @@ def _print_event(event: dict[str, Any]) -> None:
         step, total = event["step"], event["max_steps"]
         if step == total or step % max(1, total // 20) == 0:
             eta = f", ETA {event['eta_s']:.0f} s" if event.get("eta_s") is not None else ""
-            err.print(f"    step {step}/{total}  loss {event['loss']:.4f}  elapsed {event['elapsed_s']:.0f} s{eta}")
+            sent = (f"  sent {event['comm_bytes']:,} B/step ({event['comm_compression']}x less)"
+                    if event.get("comm_bytes") else "")  # step 7's gradient compression, per process
+            err.print(f"    step {step}/{total}  loss {event['loss']:.4f}  elapsed {event['elapsed_s']:.0f} s{eta}{sent}")
     elif kind == "stage_started":
         err.print(f"[bold]{event['number']:>2}. {message}[/] ...")
     elif kind == "stage_completed":

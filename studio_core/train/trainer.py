@@ -133,7 +133,7 @@ class StudioCallback(TrainerCallback):
                     tokens_per_s=round(tokens_per_s, 1), elapsed_s=round(elapsed, 2), **extra)
         self.emit("progress", f"step {state.global_step}/{self.max_steps}", step=state.global_step,
                   max_steps=self.max_steps, elapsed_s=round(elapsed, 1), eta_s=None if eta is None else round(eta, 1),
-                  loss=loss)
+                  loss=loss, **extra)
 
     def _eval_line(self, state, logs: dict) -> None:
         val = float(logs["eval_loss"])
