@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.job:
         return _run_job(args)
+    if args.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", args.run_id):
+        raise InputError(f"--run-id {args.run_id!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
     if args.node_rank:
         return _join(args)
     if args.resume:
