@@ -308,7 +308,10 @@ def sparsification(report: dict[str, Any], run) -> None:
                     f"processes: **{_size(gradients['bytes_per_step'])} per step** per process instead of "
                     f"{_size(gradients['dense_bytes_per_step'])} ({gradients['compression']}x less).")
         metrics = [m for m in run.metrics() if "comm_bytes" in m]
-        st.plotly_chart(line_chart(metrics, "comm_bytes", "Bytes sent per step (per process)"), key="comm-bytes")
+        figure = line_chart(metrics, "comm_bytes", "Bytes sent per step (per process)")
+        figure.add_hline(y=gradients["dense_bytes_per_step"], line_dash="dot", annotation_text="uncompressed")
+        figure.update_yaxes(rangemode="tozero")
+        st.plotly_chart(figure, key="comm-bytes")
     else:
         st.info(f"Gradients: not compressed. {gradients['reason']}.")
     if not update.get("shipped"):

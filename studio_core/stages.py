@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from studio_core import comm
 from studio_core.train.distributed import is_distributed, train_distributed
 from studio_core.train.lifecycle import (
     build_peft_model,
@@ -211,8 +212,6 @@ def trainer_parts(ctx: RunContext):
     engine, a gradient communication hook, a packing collator. Each feature's module has one function of the
     context returning its parts (None when the feature is off), and joins them here on a line of its own."""
     from studio_core.train.trainer import TrainerParts
-
-    from studio_core import comm
 
     parts = TrainerParts()
     parts.add(comm.trainer_parts(ctx))

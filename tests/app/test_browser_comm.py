@@ -31,8 +31,9 @@ def test_step7_sets_compression_and_processes_and_shows_bytes_per_step_and_the_c
     page.get_by_text(re.compile(r"per step")).first.wait_for()
     page.get_by_text("Update size against validation loss").wait_for()
     page.get_by_role("cell", name="base (no update)").wait_for()
-    page.mouse.wheel(0, 900)
-    page.wait_for_timeout(800)
     shot(page, "comm-step7-results")
+    page.get_by_role("cell", name="base (no update)").scroll_into_view_if_needed()
+    page.wait_for_timeout(800)
+    shot(page, "comm-step7-curve")
     report = json.loads((studio.home / "runs" / run_id / "artifacts" / "comm" / "report.json").read_text())
     assert report["gradients"]["used"] and report["gradients"]["processes"] == 2
