@@ -57,7 +57,7 @@ def worker(home: str, run_id: str, variant: str, out: str) -> None:
     from studio_core.config import validate_config
     from studio_core.context import CancelSignal, RunContext
     from studio_core.runs import RunStore
-    from studio_core.stages import supervised_rows
+    from studio_core.train.batching import supervised_rows
     from studio_core.train.lifecycle import build_peft_model, load_training_model
     from studio_core.train.trainer import TrainerParts, train
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from studio_core import comm
+from studio_core.train.batching import supervised_rows
 from studio_core.train.distributed import is_distributed, train_distributed
 from studio_core.train.lifecycle import (
     build_peft_model,
@@ -199,12 +200,6 @@ def training_exec(ctx: RunContext) -> None:
                "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
     ctx.write_artifact("training.json", summary)
     save_and_merge(ctx)
-
-
-def supervised_rows(data) -> tuple[list, list]:
-    """The train and validation rows that carry loss: a row whose assistant tokens were all truncated away has
-    nothing to learn from (and a batch of them is NaN)."""
-    return ([e for e in data.train_tokens if e.supervised_tokens], [e for e in data.val_tokens if e.supervised_tokens])
 
 
 def trainer_parts(ctx: RunContext):

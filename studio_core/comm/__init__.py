@@ -66,7 +66,7 @@ def update_curve(ctx: RunContext) -> dict[str, Any]:
         save_sparse_update,
     )
     from studio_core.evaluate.basic import validation_loss
-    from studio_core.stages import supervised_rows
+    from studio_core.train.batching import supervised_rows
     from studio_core.train.lifecycle import fresh_base
 
     merged = ctx.run.artifacts / "merged"

@@ -50,7 +50,7 @@ def test_one_process_run_says_the_hook_needs_two_and_ships_the_update_with_its_c
 
     from studio_core.context import RunContext
     from studio_core.evaluate.basic import validation_loss
-    from studio_core.stages import supervised_rows
+    from studio_core.train.batching import supervised_rows
     from studio_core.train.lifecycle import fresh_base
 
     ctx = RunContext(validate_config(data), run, tmp_path, None)

@@ -91,7 +91,7 @@ def _kill_rank(rank: str, run_path, deadline: float) -> int:
         if (run_path / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file() and max(steps or [0]) >= 3:
             for proc in psutil.Process().children(recursive=True):
                 try:
-                    if "studio_core.train.distributed" in " ".join(proc.cmdline()) and \
+                    if "studio_core.distributed_worker" in " ".join(proc.cmdline()) and \
                             proc.environ().get("RANK") == rank:
                         proc.kill()
                         return proc.pid
@@ -158,3 +158,19 @@ def test_training_with_the_topk_hook_reaches_within_ten_percent_of_the_uncompres
     assert len(sent) == 8 and all(m["comm_compression"] == pytest.approx(5.0, rel=0.01) for m in sent)  # 8 B/entry
     report = json.loads((run.artifacts / "comm" / "report.json").read_text())
     assert report["gradients"]["used"] and report["gradients"]["bytes_per_step"] == sent[0]["comm_bytes"]
+
+
+def test_resume_with_another_nproc_rewrites_the_runs_config_and_says_so(tmp_path):
+    from studio_core.cli import _resume_config, build_parser
+    from studio_core.runs import config_file_text
+
+    cfg = validate_config(config(nproc=2))
+    run = RunStore(tmp_path).create(config_file_text(cfg.model_dump_json()), "two", ["training_exec"], False)
+    args = build_parser().parse_args(["run", "--resume", "two", "--nproc", "1", "--home", str(tmp_path)])
+    assert _resume_config(args).training.nproc == 1
+    assert json.loads((run.path / "config.json").read_text())["training"]["nproc"] == 1
+    changed = [e for e in run.events() if e["type"] == "processes_changed"]
+    assert changed and changed[0]["before"] == 2 and changed[0]["after"] == 1
+    with pytest.raises(Exception, match="only --nproc may change"):
+        _resume_config(build_parser().parse_args(["run", "--resume", "two", "--set", "training.max_steps=3",
+                                                  "--home", str(tmp_path)]))
