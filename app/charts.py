@@ -65,3 +65,18 @@ def resource_chart(samples: list[dict]) -> go.Figure:
                          yaxis={"title": "MB"}, yaxis2={"title": "CPU %", "overlaying": "y", "side": "right"},
                          legend={"orientation": "h"})
     return figure
+
+
+def update_curve_chart(curve: list[dict]) -> go.Figure:
+    """Step 7's size-vs-quality curve: validation loss against the sparse update file's size, one point per k/d."""
+    points = sorted((p for p in curve if p["ratio"] > 0), key=lambda p: p["bytes"])
+    figure = go.Figure(go.Scatter(x=[p["bytes"] for p in points], y=[p["val_loss"] for p in points],
+                                  mode="lines+markers+text", text=[f"k/d={p['ratio']}" for p in points],
+                                  textposition="top center", name="sparse update"))
+    base = next((p for p in curve if p["ratio"] == 0), None)
+    if base is not None:
+        figure.add_hline(y=base["val_loss"], line_dash="dot", annotation_text="base (no update)")
+    figure.update_layout(title="Update size against validation loss", xaxis_title="file size (bytes)",
+                         xaxis_type="log", yaxis_title="validation loss", height=320,
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return figure

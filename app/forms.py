@@ -31,6 +31,7 @@ ESSENTIAL = {
                  "save_steps"),
     "evaluation": ("task_rows", "samples", "prompts", "test_path"),
     "privacy": ("target_epsilon", "delta", "max_grad_norm", "accountant"),
+    "comm": ("method", "ratio"),
 }
 WIDE = ("modules", "tuple", "shapes", "columns", "lines")  # drawn across the page  # drawn across the page, not in a column
 FLOAT_AS_TEXT = {"training.learning_rate", "method.eps", "export.parity_tolerance"}  # 5e-4 reads better typed
@@ -355,7 +356,7 @@ def _shapes(path, key, label, help_text, annotation, disabled, targets):
 
 
 def _lines(path, key, label, help_text, annotation, disabled, targets):
-    rows = [{"item": v} for v in get_value(path)]
+    rows = [{"item": str(v)} for v in get_value(path)]  # numbers too (comm.update_ratios), as text
     columns = {"item": st.column_config.TextColumn(label, required=True, width="large")}
     _table(path, key, label, help_text + "\n\nOne row each; + adds a row.", disabled, rows, columns,
            lambda rs: [r["item"].strip() for r in rs if (r.get("item") or "").strip()])

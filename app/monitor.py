@@ -28,6 +28,9 @@ def run_plan(config: RunConfig) -> list[str]:
         line = (f"Training: {t.max_steps} optimizer steps of {t.per_device_batch_size} x "
                 f"{t.gradient_accumulation_steps} examples, validation every {t.eval_steps} steps, a checkpoint every "
                 f"{t.save_steps}")
+        if t.nproc * t.nnodes > 1:
+            line += (f", on {t.nproc * t.nnodes} processes through torchrun ({t.nproc} per machine; each takes "
+                     f"{t.per_device_batch_size} examples per forward pass)")
         if config.simulate and t.max_steps != config.training.max_steps:
             line += (f" (simulation caps the {config.training.max_steps} steps set on step 6 at {t.max_steps}, on a "
                      "tiny random model and a 64-row slice)")
@@ -97,6 +100,9 @@ def _render(run_id: str, key: str) -> None:
         left, right = st.columns(2)
         left.plotly_chart(line_chart(metrics, "lr", "Learning rate"), key=f"{key}-lr")
         right.plotly_chart(line_chart(metrics, "tokens_per_s", "Tokens / s"), key=f"{key}-tps")
+        if any("comm_bytes" in m for m in metrics):  # step 7's gradient compression
+            st.plotly_chart(line_chart(metrics, "comm_bytes", "Gradient bytes sent per step (per process)"),
+                            key=f"{key}-comm")
     _resources(run, status, key)
     _cancel_control(run_id, state, key)
     _resume_control(run, state, key)

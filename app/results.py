@@ -297,6 +297,11 @@ def evaluation(report: dict[str, Any], run) -> None:
     answers = [a for a in _jsonl(run.artifacts / "eval" / "answers.jsonl") if a.get("reference")]
     if name == "verdict_accuracy" and answers:
         _verdicts(report, answers)
+    curve = (report.get("update_compression") or {}).get("curve")
+    if curve:  # step 7's sparse update, loaded back and measured on the validation split
+        st.markdown("**Sparse update: size against validation loss**")
+        st.table([{"k/d": "base (no update)" if p["ratio"] == 0 else p["ratio"], "file size": _size(p["bytes"]),
+                   "validation loss": f"{p['val_loss']:.4f}"} for p in curve])
     over = report.get("overfitting")
     if over:
         (st.warning if over.get("overfitting") else st.info)(f"Overfitting: {over['verdict']}.")
@@ -353,3 +358,35 @@ def _jsonl(path: Path) -> list[dict]:
     from studio_core.runs import read_jsonl
 
     return read_jsonl(path)
+
+
+def sparsification(report: dict[str, Any], run) -> None:
+    """Step 7: bytes per step the gradient hook sent (or why it did not run), the shipped update's size and the
+    size-vs-quality curve of the update (validation loss at each k/d)."""
+    from app.charts import line_chart, update_curve_chart
+
+    gradients, update = report["gradients"], report["update"]
+    if gradients["used"]:
+        st.markdown(f"**Gradients**: {gradients['method']} at k/d = {gradients['ratio']} on {gradients['processes']} "
+                    f"processes: **{_size(gradients['bytes_per_step'])} per step** per process instead of "
+                    f"{_size(gradients['dense_bytes_per_step'])} ({gradients['compression']}x less).")
+        metrics = [m for m in run.metrics() if "comm_bytes" in m]
+        figure = line_chart(metrics, "comm_bytes", "Bytes sent per step (per process)")
+        figure.add_hline(y=gradients["dense_bytes_per_step"], line_dash="dot", annotation_text="uncompressed")
+        figure.update_yaxes(rangemode="tozero")
+        st.plotly_chart(figure, key="comm-bytes")
+    else:
+        st.info(f"Gradients: not compressed. {gradients['reason']}.")
+    if not update.get("shipped"):
+        st.info(f"Update: {update['reason']}.")
+        return
+    point = update["shipped_point"]
+    st.markdown(f"**Shipped update** (`artifacts/{update['shipped']}`): k/d = {update['ratio']} of {update['layers']} "
+                f"layers, {_size(point['bytes'])} against {_size(update['dense_bytes'])} dense; validation loss "
+                f"{point['val_loss']:.4f}.")
+    st.plotly_chart(update_curve_chart(update["curve"]), key="comm-curve")
+    st.table([{"k/d": "base (no update)" if p["ratio"] == 0 else p["ratio"], "file size": _size(p["bytes"]),
+               "validation loss": f"{p['val_loss']:.4f}"} for p in update["curve"]])
+    st.caption(f"Each point: the update kept as its top-k entries per layer, written, loaded back onto the base and "
+               f"measured on {update['val_rows']} validation rows in {update['precision']}. At k/d = 1 the file "
+               "stores every entry with its index (about twice the dense size).")

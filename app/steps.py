@@ -25,9 +25,9 @@ WHAT_IT_DOES = {
        "adapter's update inside that pattern while it trains, and check that the merged model is exactly 2:4; the "
        "pruned tensors also ship compressed. LoRA, DoRA, rsLoRA and QLoRA.",
     6: "Train with gradient accumulation, mixed precision, evaluation every N steps, early stopping, checkpoints, "
-       "resume and cancel; then save the adapter and a checked merged model.",
-    7: "Will compress the adapter's gradients and its shipped update (Rand-K / Top-K with error feedback). Not in "
-       "this version yet: a run cannot turn it on.",
+       "resume and cancel, on one process or several (torchrun); then save the adapter and a checked merged model.",
+    7: "Compress the adapter's gradients between training processes (a DDP hook: Rand-K, or Top-K with error "
+       "feedback) and ship the trained update as a sparse top-k file, with its size against validation loss.",
     8: "Validation loss, perplexity and the task metric for the base model (adapter disabled) against the tuned "
        "one, with held-out answers side by side.",
     9: "Export the merged model to ONNX and check ONNX Runtime against PyTorch.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="Add the run to the studio home's queue instead of running it now (the studio, or "
                      "`peft-studio queue work`, runs it).")
     run.add_argument("--job", metavar="RUN_ID", help=argparse.SUPPRESS)  # the supervisor's child: run a queued run
+    run.add_argument("--nproc", type=int, metavar="N",
+                     help="Training processes on this machine, through torchrun (training.nproc); with --resume, "
+                     "the run continues on N processes.")
+    run.add_argument("--nnodes", type=int, metavar="N", help="Machines training together (training.nnodes).")
+    run.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                     help="torchrun's c10d rendezvous for several machines (training.rdzv_endpoint).")
+    run.add_argument("--node-rank", type=int, default=0, metavar="R",
+                     help="This machine's rank: 0 runs the whole run; R > 0 joins run --run-id's training (the "
+                     "studio home on a shared file system) with --nproc processes.")
+    run.add_argument("--run-id", metavar="ID", help="Name the new run (so that other machines can join it).")
     run.add_argument("--home", help=home_help)
 
     queue = sub.add_parser("queue", help="The studio home's queue: list it, cancel a run, or work through it.")
@@ -113,7 +124,9 @@ def resolve_run_config(args: argparse.Namespace):
     from studio_core.config_io import apply_overrides, load_config
 
     data: dict[str, Any] = load_config(args.config).model_dump() if args.config else {}
-    shortcuts = {"data.path": args.data, "model.ref": args.model, "method.name": args.method}
+    shortcuts = {"data.path": args.data, "model.ref": args.model, "method.name": args.method,
+                 "training.nproc": getattr(args, "nproc", None), "training.nnodes": getattr(args, "nnodes", None),
+                 "training.rdzv_endpoint": getattr(args, "rdzv_endpoint", None)}
     assignments = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.assignments
     data = apply_overrides(data, assignments)
     if getattr(args, "preset", None):  # from the data and model chosen above; explicit --set values still win
@@ -132,6 +145,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.job:
         return _run_job(args)
+    if args.run_id is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", args.run_id):
+        raise InputError(f"--run-id {args.run_id!r}: use letters, digits, '.', '_' and '-' (it names a folder)")
+    if args.node_rank:
+        return _join(args)
     if args.resume:
         config = _resume_config(args)
     else:
@@ -149,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         err.print(f"[yellow]note[/]: run {other.run_id} is running on this machine too; the two share its "
                   "CPU, memory and GPU")
     try:
-        run_dir = workflow.run(config, args.home, resume=args.resume, on_event=_print_event)
+        run_dir = workflow.run(config, args.home, resume=args.resume, on_event=_print_event, run_id=args.run_id)
     except workflow.StageFailed as e:
         _error(e)
         err.print(f"run dir: {escape(str(e.run.path))}")
@@ -225,16 +242,45 @@ def cmd_queue(args: argparse.Namespace) -> int:
 
 def _resume_config(args: argparse.Namespace):
     from studio_core.config import validate_config
-    from studio_core.runs import RunStore
+    from studio_core.runs import RunStore, atomic_write_text, config_file_text
 
-    if args.config or args.assignments or args.data or args.model or args.method or args.simulate:
-        raise InputError("--resume continues a run with its saved config; drop the config file and overrides")
-    return validate_config(RunStore(args.home).get(args.resume).config_data())
+    if args.config or args.assignments or args.data or args.model or args.method or args.simulate or args.run_id:
+        raise InputError("--resume continues a run with its saved config; drop the config file and overrides "
+                         "(only --nproc may change: the number of training processes)")
+    run = RunStore(args.home).get(args.resume)
+    data = run.config_data()
+    before = data.get("training", {}).get("nproc", 1)
+    if args.nproc is not None and args.nproc != before:
+        data.setdefault("training", {})["nproc"] = args.nproc
+        config = validate_config(data)
+        atomic_write_text(run.path / "config.json", config_file_text(config.model_dump_json()))
+        run.event("processes_changed", f"resumed on {args.nproc} training process(es) instead of {before}: the "
+                                       "global batch changes with them", before=before, after=args.nproc)
+        return config
+    return validate_config(data)
+
+
+def _join(args: argparse.Namespace) -> int:
+    """`--node-rank R > 0`: this machine's workers in run `--run-id`'s training (the home is shared)."""
+    from studio_core.runs import studio_home
+    from studio_core.train.distributed import join
+
+    missing = [flag for flag, value in (("--run-id", args.run_id), ("--nnodes", args.nnodes),
+                                        ("--rdzv-endpoint", args.rdzv_endpoint)) if not value]
+    if missing:
+        raise InputError(f"--node-rank {args.node_rank} joins another machine's run: give {', '.join(missing)} "
+                         "as node 0 was given them")
+    if args.node_rank >= args.nnodes:
+        raise InputError(f"--node-rank {args.node_rank} must be below --nnodes {args.nnodes}")
+    err.print(f"joining run {args.run_id}'s training as node {args.node_rank} of {args.nnodes} "
+              f"(rendezvous {args.rdzv_endpoint})")
+    code = join(studio_home(args.home), args.run_id, args.nproc or 1, args.nnodes, args.node_rank, args.rdzv_endpoint)
+    return 0 if code == 0 else 1
 
 
 QUIET_EVENTS = ("data_resolved", "privacy_plan", "privacy_budget_reached", "model_resolved", "preflight_go", "training_initialised", "resumed", "merged",
                 "exported", "compiled", "packaged", "signed", "promoted",
-                "evaluated", "simulation")
+                "evaluated", "simulation", "distributed_launch", "sparsified", "processes_changed")
 
 
 def _print_event(event: dict[str, Any]) -> None:
@@ -244,8 +290,10 @@ def _print_event(event: dict[str, Any]) -> None:
         if step == total or step % max(1, total // 20) == 0:
             eta = f", ETA {event['eta_s']:.0f} s" if event.get("eta_s") is not None else ""
             spent = f"  epsilon {event['epsilon']:.3f}" if event.get("epsilon") is not None else ""
+            sent = (f"  sent {event['comm_bytes']:,} B/step ({event['comm_compression']}x less)"
+                    if event.get("comm_bytes") else "")  # step 7's gradient compression, per process
             loss = "n/a (empty batch)" if event.get("loss") is None else f"{event['loss']:.4f}"
-            err.print(f"    step {step}/{total}  loss {loss}{spent}  elapsed {event['elapsed_s']:.0f} s{eta}")
+            err.print(f"    step {step}/{total}  loss {loss}{spent}{sent}  elapsed {event['elapsed_s']:.0f} s{eta}")
     elif kind == "stage_started":
         err.print(f"[bold]{event['number']:>2}. {message}[/] ...")
     elif kind == "stage_completed":

@@ -139,6 +139,20 @@ class TrainingConfig(Section):
         description="Training backend: 'auto' uses unsloth (fused kernels) for lora/qlora where it is installed "
         "and a CUDA GPU is visible, else transformers+peft; the run records which ran and why.",
     )
+    nproc: int = Field(
+        1, ge=1, le=64, description="Training processes on this machine (torch.distributed through torchrun: gloo "
+        "on CPU, nccl on GPU; one process per GPU). Each process takes per_device_batch_size examples, so the "
+        "global batch is nproc x nnodes x per_device_batch_size x gradient_accumulation_steps; only the adapter's "
+        "gradients are exchanged.",
+    )
+    nnodes: int = Field(
+        1, ge=1, le=1024, description="Machines training together (each runs nproc processes); more than 1 needs "
+        "rdzv_endpoint and the studio home on a file system every machine shares (see the README's recipe).",
+    )
+    rdzv_endpoint: str | None = Field(
+        None, description="host:port of torchrun's c10d rendezvous when nnodes > 1 (a port free on that host); "
+        "one machine alone picks a free local port itself.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -263,6 +277,22 @@ class PrivacyConfig(Section):
 
 class CommConfig(Section):
     enabled: bool = _stage_section("step 7, Dynamic Sparsification (gradient and update compression)")
+    method: Literal["randk", "topk"] = Field(
+        "topk", description="Gradient compression: 'randk' sends k random entries scaled by d/k (unbiased; the "
+        "indices come from a seed every process shares per step, so only values travel); 'topk' sends each "
+        "process's k largest entries with their indices and keeps what it did not send for the next step (error "
+        "feedback).",
+    )
+    ratio: float = Field(
+        0.1, gt=0.0, le=1.0, description="k/d: the fraction of the adapter's gradient entries each process sends "
+        "per step (and of each layer's update kept in the shipped sparse update file).",
+    )
+    seed: int = Field(0, description="Seed of Rand-K's shared index choice (mixed with the step and bucket).")
+    update_ratios: list[float] = Field(
+        default_factory=lambda: [1.0, 0.5, 0.1, 0.01],
+        description="k/d values of the size-vs-quality curve: each layer's update (merged minus base weight) kept "
+        "as its top-k entries, loaded back and measured on the validation split.",
+    )
 
 
 class EvaluationConfig(Section):
@@ -465,6 +495,7 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
             f"training.save_steps={checkpoint_interval(config.training.eval_steps)} (or leave it unset to follow "
             "eval_steps)",
         ))
+    problems.extend(_distributed_problems(config))
     if config.data.val_path is not None and config.data.val_path == config.data.path:
         problems.append(Problem("data.val_path", "is the training file itself; point it at a separate file"))
     if config.tracking.enabled and not config.tracking.backends:
@@ -517,6 +548,23 @@ def privacy_problems(config: RunConfig) -> list[Problem]:
         if find_spec("torchcsprng") is None:
             problems.append(Problem("privacy.secure_mode", "needs the torchcsprng package, which is not installed; "
                                     "turn secure_mode off or install torchcsprng"))
+    return problems
+
+
+def _distributed_problems(config: RunConfig) -> list[Problem]:
+    """Several processes or machines: what torchrun and DDP need from the config."""
+    problems: list[Problem] = []
+    t = config.training
+    if t.nnodes > 1 and not t.rdzv_endpoint:
+        problems.append(Problem("training.rdzv_endpoint", f"training.nnodes={t.nnodes} needs the rendezvous "
+                                "host:port every machine reaches, e.g. node0:29500"))
+    if t.rdzv_endpoint and t.rdzv_endpoint.rpartition(":")[2].isdigit() is False:
+        problems.append(Problem("training.rdzv_endpoint", f"{t.rdzv_endpoint!r} is not host:port; e.g. node0:29500"))
+    if (t.nproc > 1 or t.nnodes > 1) and t.backend == "unsloth":
+        problems.append(Problem("training.backend", "unsloth trains in one process; set training.backend=auto or "
+                                "transformers+peft, or training.nproc=1"))
+    if any(not 0.0 < r <= 1.0 for r in config.comm.update_ratios):
+        problems.append(Problem("comm.update_ratios", "every k/d must lie in (0, 1]; e.g. [1, 0.5, 0.1, 0.01]"))
     return problems
 
 

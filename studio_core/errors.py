@@ -76,3 +76,8 @@ class PreflightError(StudioError):
 
 class CancelledError(StudioError):
     """The run was cancelled at a step boundary."""
+
+
+class RunInterrupted(StudioError):
+    """The run stopped before finishing through no fault of its config or data (a training process was killed):
+    it reads `interrupted`, not `failed`, and resumes from its last checkpoint."""

@@ -7,6 +7,8 @@ disk, and a time estimate from a measured micro-run of real training steps on th
 
 from __future__ import annotations
 
+import os
+
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,21 +131,26 @@ def check_parameters(report: PreflightReport, peft_model) -> int:
 def check_memory(report: PreflightReport, cfg: RunConfig, model, adapter_params: int, base_params: int,
                  precision: str, profile) -> None:
     """The estimate against the budget; over it, the changes that would fit (`studio_core.train.fit`)."""
-    from studio_core.train.fit import device_kind, estimate_for, fit_to_memory, memory_budget
+    from studio_core.train.fit import device_kind, estimate_for, fit_to_memory, machine_memory, memory_budget
 
     available, budget, device = memory_budget(profile, cfg.preflight.memory_headroom)
     kind = device_kind(device)
     estimate = estimate_for(cfg, model.config, base_params, adapter_params, precision, kind)
-    report.facts["memory_gib"] = {**estimate.as_gib(), "device": device, "available": round(available / GIB, 3),
-                                  "budget": round(budget / GIB, 3)}
-    if estimate.total > budget:
+    need = machine_memory(cfg, estimate, kind)
+    report.facts["memory_gib"] = {**estimate.as_gib(), "per_process": round(estimate.total / GIB, 3),
+                                  "processes": cfg.training.nproc, "total": round(need / GIB, 3), "device": device,
+                                  "available": round(available / GIB, 3), "budget": round(budget / GIB, 3)}
+    _check_processes(report, cfg, profile, kind)
+    if need > budget:
         fit = fit_to_memory(cfg, model.config, base_params, adapter_params, precision, budget, kind)
         changes = ", ".join(f"{k}={v}" for k, v in fit.changes.items())
         advice = f"; it would fit with {changes}" if fit.fits else \
             f"; even with {changes or 'no change'} it would be {fit.reasons[-1].removeprefix('still ')}"
         report.facts["memory_fit"] = {"fits": fit.fits, "changes": fit.changes, "reasons": fit.reasons}
+        per = f" ({cfg.training.nproc} processes of {estimate.total / GIB:.2f} GiB and their launcher)" \
+            if cfg.training.nproc > 1 and kind == "cpu" else ""
         report.errors.append(
-            f"estimated training memory {estimate.total / GIB:.2f} GiB exceeds the {budget / GIB:.2f} GiB budget "
+            f"estimated training memory {need / GIB:.2f} GiB{per} exceeds the {budget / GIB:.2f} GiB budget "
             f"({cfg.preflight.memory_headroom:.0%} of {available / GIB:.2f} GiB free){advice} (the Training Init "
             "page's 'Fit to this machine' applies it)"
         )
@@ -182,6 +189,20 @@ def check_privacy(report: PreflightReport, cfg: RunConfig, data: PreparedData, s
                            f"each example's gradient is clipped to privacy.max_grad_norm={plan.max_grad_norm:g}. "
                            "Pre-flight's time estimate is measured without DP (bench/dp_overhead.py measures the "
                            "ratio)")
+
+
+def _check_processes(report: PreflightReport, cfg: RunConfig, profile, kind: str) -> None:
+    """Several training processes: one GPU each under CUDA; on a CPU, more processes than cores only contend."""
+    n = cfg.training.nproc
+    if n == 1:
+        return
+    if kind == "cuda" and n > len(profile.gpus):
+        report.errors.append(f"training.nproc={n} needs one GPU per process and this machine has "
+                             f"{len(profile.gpus)}; set training.nproc={len(profile.gpus)}")
+    cores = profile.cpu_cores_logical or os.cpu_count() or 1
+    if kind == "cpu" and n > cores:
+        report.warnings.append(f"training.nproc={n} processes on {cores} CPU cores: they take turns on the cores, "
+                               "which is slower than fewer processes")
 
 
 def check_disk(report: PreflightReport, cfg: RunConfig, run_path, base_params: int, adapter_params: int) -> None:

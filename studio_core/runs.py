@@ -25,7 +25,7 @@ from typing import Any, Literal
 import psutil
 
 RunState = Literal["queued", "running", "completed", "failed", "interrupted", "cancelled"]
-StageState = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+StageState = Literal["pending", "running", "completed", "failed", "skipped", "cancelled", "interrupted"]
 FINAL_STATES = ("completed", "failed", "cancelled")
 CONFIG_SCHEMA_VERSION = 2
 """The layout of a run dir's config.json. 1: the bare RunConfig (up to commit 5550a46); 2: the same fields with

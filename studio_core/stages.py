@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 from studio_core.evaluate.general_text import general_text_perplexity
 from studio_core.sparsity import run as sparsity
 from studio_core import privacy
+from studio_core import comm
+from studio_core.train.batching import supervised_rows
+from studio_core.train.distributed import is_distributed, train_distributed
 from studio_core.train.lifecycle import (
     build_peft_model,
     build_with_unsloth,
@@ -191,14 +194,21 @@ def training_exec(ctx: RunContext) -> None:
         cfg = simulation_training(cfg)
         ctx.emit("simulation", f"simulation: training capped at {cfg.training.max_steps} steps "
                                f"(eval every {cfg.training.eval_steps}, checkpoint every {cfg.training.save_steps})")
-    # A row whose assistant tokens were all truncated away has no loss to learn from (and a batch of them is NaN).
-    train_rows = [e for e in data.train_tokens if e.supervised_tokens]
-    val_rows = [e for e in data.val_tokens if e.supervised_tokens]
+    train_rows, val_rows = supervised_rows(data)
     if len(train_rows) < len(data.train_tokens):
         ctx.emit("warning", f"{len(data.train_tokens) - len(train_rows)} training rows have no assistant tokens left "
                             f"after truncation to data.max_length={cfg.data.max_length} and are not trained on")
-    outcome = train(cfg, ctx.outputs["peft_model"], train_rows, val_rows, ctx.tokenizer().pad_token_id,
-                    ctx.run.path, ctx.outputs["precision"], ctx.emit, ctx.run.metric, ctx.cancel, trainer_parts(ctx))
+    if is_distributed(cfg):  # torchrun workers train; this process launches them and keeps the run dir
+        if ctx.outputs.get("backend") == "unsloth":
+            from studio_core.errors import ConfigError, Problem
+
+            raise ConfigError(Problem("training.backend", "unsloth trains in one process; set "
+                                      "training.backend=transformers+peft for training.nproc > 1"))
+        outcome = train_distributed(ctx, cfg)
+    else:
+        outcome = train(cfg, ctx.outputs["peft_model"], train_rows, val_rows, ctx.tokenizer().pad_token_id,
+                        ctx.run.path, ctx.outputs["precision"], ctx.emit, ctx.run.metric, ctx.cancel,
+                        trainer_parts(ctx))
     if outcome.cancelled:
         raise CancelledError(f"cancelled at step {outcome.steps}; resume with peft-studio run --resume "
                              f"{ctx.run.run_id}")
@@ -222,6 +232,7 @@ def trainer_parts(ctx: RunContext):
     parts = TrainerParts()
     parts.add(trackers.trainer_parts(ctx))
     parts.add(privacy.trainer_parts(ctx))
+    parts.add(comm.trainer_parts(ctx))
     return parts
 
 
@@ -238,6 +249,16 @@ def _val_loss_at(history: list[dict], checkpoint: str | None) -> float | None:
 
 
 
+def dynamic_sparsification(ctx: RunContext) -> None:
+    """Step 7: what the gradient compression sent during training, and the shipped update as a sparse top-k file
+    with its size-vs-quality curve (`studio_core.comm`)."""
+    from studio_core.comm import sparsification_report
+
+    report = sparsification_report(ctx)
+    ctx.write_artifact("comm/report.json", report)
+    ctx.emit("sparsified", report["summary"], report_path="artifacts/comm/report.json")
+
+
 def evaluation(ctx: RunContext) -> None:
     """Step 8 (first version): loss, perplexity and the task metric for base and tuned, plus samples."""
     from studio_core.evaluate.basic import run_evaluation
@@ -249,6 +270,8 @@ def evaluation(ctx: RunContext) -> None:
                                      progress=lambda done, total: ctx.emit("eval_progress", f"{done}/{total} answers",
                                                                            done=done, total=total))
     report["simulated"] = ctx.simulated
+    if (ctx.run.artifacts / "comm" / "report.json").is_file():  # step 7's size-vs-quality curve of the update
+        report["update_compression"] = ctx.read_artifact("comm/report.json").get("update")
     ctx.write_artifact("eval/metrics.json", report)
     out = ctx.artifact_dir("eval")
     # The user's own prompts come first in `answers`, then held-out rows: samples keep all the former.

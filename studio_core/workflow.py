@@ -18,7 +18,7 @@ from studio_core import stages
 from studio_core.config import RunConfig
 from studio_core.connectors import trackers
 from studio_core.context import CancelSignal, EventSink, Flag, RunContext
-from studio_core.errors import CancelledError, ConfigError, InputError, Problem, StudioError
+from studio_core.errors import CancelledError, ConfigError, InputError, Problem, RunInterrupted, StudioError
 from studio_core.runs import RunDir, RunStore, config_file_text, mark_running_again, new_run_id, utc_now
 
 
@@ -38,7 +38,7 @@ STAGES: list[Stage] = [
     Stage(4, "training_init", "Training Init", "method", stages.training_init),
     Stage(5, "pruning_init", "Pruning Aware Init", "pruning", stages.pruning_init),
     Stage(6, "training_exec", "Training Exec", "training", stages.training_exec),
-    Stage(7, "dynamic_sparsification", "Dynamic Sparsification", "comm", None),
+    Stage(7, "dynamic_sparsification", "Dynamic Sparsification", "comm", stages.dynamic_sparsification),
     Stage(8, "evaluation", "Evaluation", "evaluation", stages.evaluation),
     Stage(9, "export_onnx", "Export ONNX", "export", stages.export_onnx),
     Stage(10, "compile", "Compile", "compile", stages.compile_engine),
@@ -120,7 +120,7 @@ def run(
         _finish(ctx, "cancelled", "cancelled at a stage boundary")
         raise
     except StageFailed as e:
-        _finish(ctx, "failed", str(e))
+        _finish(ctx, "interrupted" if isinstance(e.cause, RunInterrupted) else "failed", str(e))
         raise
     except BaseException as e:  # KeyboardInterrupt, SystemExit: not completed, resumable
         _finish(ctx, "interrupted", f"{type(e).__name__}: {e}")
@@ -183,7 +183,8 @@ def _run_stage(ctx: RunContext, stage: Stage) -> None:
         raise
     except Exception as e:
         seconds = round(time.perf_counter() - start, 3)
-        _set_stage(ctx, stage, state="failed", seconds=seconds, error=f"{type(e).__name__}: {e}")
+        state = "interrupted" if isinstance(e, RunInterrupted) else "failed"  # resumable, not the config's fault
+        _set_stage(ctx, stage, state=state, seconds=seconds, error=f"{type(e).__name__}: {e}")
         ctx.emit("stage_failed", str(e), stage=stage.name, number=stage.number, seconds=seconds)
         raise StageFailed(ctx.run, stage, e) from e
     seconds = round(time.perf_counter() - start, 3)

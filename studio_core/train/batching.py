@@ -42,3 +42,9 @@ class Collator:
 
     def __call__(self, examples: list[TokenizedExample]):
         return collate(examples, self.pad_id)
+
+
+def supervised_rows(data) -> tuple[list, list]:
+    """The train and validation rows of prepared data that carry loss: a row whose assistant tokens were all
+    truncated away has nothing to learn from (and a batch of them is NaN)."""
+    return ([e for e in data.train_tokens if e.supervised_tokens], [e for e in data.val_tokens if e.supervised_tokens])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio_core.hardware.memory import GIB, MemoryEstimate, estimate_training_memory, model_shape
+from studio_core.hardware.memory import CPU_RUNTIME, GIB, MemoryEstimate, estimate_training_memory, model_shape
 
 
 @dataclass
@@ -36,6 +36,19 @@ def estimate_for(cfg, model_config, base_params: int, adapter_params: int, preci
     )
 
 
+def machine_memory(cfg, per_process: MemoryEstimate, device: str = "cpu") -> float:
+    """Bytes the run needs of the budgeted memory, from one training process's estimate.
+
+    On a CPU the `training.nproc` processes share this machine's RAM, and with more than one, the process that
+    launched them keeps its own copy of the model (weights and adapter) beside them; on GPUs each process has a
+    GPU of its own, so the budget (one GPU's memory) is compared with one process.
+    """
+    processes = cfg.training.nproc
+    if device == "cuda" or processes == 1:
+        return per_process.total
+    return processes * per_process.total + per_process.weights + per_process.adapter + CPU_RUNTIME
+
+
 def with_changes(cfg, changes: dict[str, Any]):
     """`cfg` with dotted-path changes (method.name switches the method section, keeping its shared fields)."""
     from studio_core.methods import switch_method
@@ -56,14 +69,27 @@ def fit_to_memory(cfg, model_config, base_params: int, adapter_params: int, prec
     changes: dict[str, Any] = {}
     reasons: list[str] = []
 
+    class Need(float):  # the machine's need (every process), carrying the per-process estimate
+        estimate: MemoryEstimate
+
+        @property
+        def total(self) -> float:
+            return float(self)
+
     def estimate():
-        return estimate_for(with_changes(cfg, changes), model_config, base_params, adapter_params, precision, device)
+        changed = with_changes(cfg, changes)
+        per_process = estimate_for(changed, model_config, base_params, adapter_params, precision, device)
+        need = Need(machine_memory(changed, per_process, device))
+        need.estimate = per_process
+        return need
 
     current = estimate()
-    reasons.append(f"estimated {current.total / GIB:.2f} GiB against a budget of {budget / GIB:.2f} GiB")
+    per = f" ({cfg.training.nproc} processes of {current.estimate.total / GIB:.2f} GiB and their launcher)" \
+        if cfg.training.nproc > 1 and device != "cuda" else ""
+    reasons.append(f"estimated {current.total / GIB:.2f} GiB{per} against a budget of {budget / GIB:.2f} GiB")
     if current.total <= budget:
         reasons.append("fits as configured: nothing to change")
-        return Fit(True, changes, reasons, current, budget)
+        return Fit(True, changes, reasons, current.estimate, budget)
     if not cfg.training.gradient_checkpointing:
         changes["training.gradient_checkpointing"] = True
         current = estimate()
@@ -92,7 +118,7 @@ def fit_to_memory(cfg, model_config, base_params: int, adapter_params: int, prec
     if not fits:
         reasons.append(f"still {current.total / GIB:.2f} GiB over {budget / GIB:.2f} GiB: lower data.max_length "
                        f"(activations and logits grow with it) or choose a smaller model")
-    return Fit(fits, changes, reasons, current, budget)
+    return Fit(fits, changes, reasons, current.estimate, budget)
 
 
 def memory_budget(profile, headroom: float) -> tuple[float, float, str]:

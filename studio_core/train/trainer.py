@@ -182,6 +182,7 @@ def training_arguments(cfg: RunConfig, output_dir: Path, precision: str, resumin
         include_num_input_tokens_seen="non_padding", seed=t.seed, data_seed=t.seed, report_to="none",
         remove_unused_columns=False, dataloader_num_workers=0, disable_tqdm=True, use_cpu=not _on_cuda(),
         label_names=["labels"],
+        ddp_find_unused_parameters=False,  # under torchrun: every adapter parameter takes part in every forward
     )
 
 

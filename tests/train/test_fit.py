@@ -53,3 +53,18 @@ def test_an_odd_batch_shrinks_by_a_divisor_so_the_effective_batch_stays_exact():
                         "fp32", budget=0.0)
     seen = [(int(r.split()[1]), int(r.split()[4].rstrip(":"))) for r in fit.reasons if r.startswith("batch ")]
     assert seen == [(3, 2), (1, 6)]
+
+
+def test_several_processes_on_a_cpu_count_every_process_and_the_launcher_but_one_gpu_each_on_cuda():
+    from studio_core.train.fit import machine_memory
+
+    one, two = config(), config(nproc=2)
+    per_process = estimate_for(two, SMOLLM2, BASE, ADAPTER, "fp32")
+    assert per_process.total == estimate_for(one, SMOLLM2, BASE, ADAPTER, "fp32").total  # per process: unchanged
+    need = machine_memory(two, per_process)
+    assert need > 2 * per_process.total and need < 3 * per_process.total  # two processes plus the launcher's model
+    assert machine_memory(two, per_process, "cuda") == per_process.total  # one GPU per process
+    budget = (per_process.total + need) / 2  # one process fits, two do not
+    assert fit_to_memory(one, SMOLLM2, BASE, ADAPTER, "fp32", budget=budget).changes == {}
+    fit = fit_to_memory(two, SMOLLM2, BASE, ADAPTER, "fp32", budget=budget)
+    assert fit.changes and "2 processes of" in fit.reasons[0]
