@@ -10,7 +10,9 @@ The studio never imports this module: it talks to `peft-studio chat RUN --jsonl`
 models loaded (see `app/chat.py`), so torch stays out of the UI process and a long answer blocks no page.
 JSON-lines protocol: one request per line `{"messages": [...], "system": "...", "sampling": {...}, "sides":
 ["tuned", "base"]}`; replies `{"ready": {...}}` once, then per side `{"side": s, "text": chunk}`... and
-`{"side": s, "done": true, "tokens": n, "seconds": t}`, then `{"done": true}`; a bad request gets `{"error": msg}`.
+`{"side": s, "done": true, "chunks": n, "seconds": t}`, then `{"done": true}`; a bad request gets `{"error": msg}`;
+a request's `"id"`, if given, is echoed in each of its replies; `{"id": i, "end": true}` is echoed as it is (the
+studio sends it after the requests of one turn).
 """
 
 from __future__ import annotations
@@ -182,16 +184,21 @@ def serve_jsonl(session: ChatSession, lines, write) -> None:
     for line in lines:
         if not line.strip():
             continue
+        tag: dict[str, Any] = {}
         try:
             request = json.loads(line)
+            tag = {"id": request["id"]} if "id" in request else {}
+            if request.get("end"):  # the client's marker after a group of requests: echoed when they are done
+                write({**tag, "end": True})
+                continue
             sampling = Sampling.from_dict(request.get("sampling"))
             for side in request.get("sides") or list(SIDES):
                 start, chunks = time.perf_counter(), 0
                 for text in session.stream(side, request["messages"], request.get("system"), sampling):
                     chunks += 1
-                    write({"side": side, "text": text})
-                write({"side": side, "done": True, "chunks": chunks,
+                    write({**tag, "side": side, "text": text})
+                write({**tag, "side": side, "done": True, "chunks": chunks,
                        "seconds": round(time.perf_counter() - start, 3), "sampling": asdict(sampling)})
-            write({"done": True})
+            write({**tag, "done": True})
         except (InputError, KeyError, ValueError, TypeError) as e:
-            write({"error": f"{type(e).__name__}: {e}"})
+            write({**tag, "error": f"{type(e).__name__}: {e}"})

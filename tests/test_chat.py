@@ -6,22 +6,16 @@ import sys
 
 import pytest
 
-from studio_core import workflow
 from studio_core.chat import ChatSession, Sampling, serve_jsonl
-from studio_core.config import validate_config
 from studio_core.errors import InputError
 from studio_core.evaluate.basic import generate
 
-TINY_RUN = {"simulate": True, "model": {"ref": "tiny-random:llama"}, "data": {"demo_rows": 100},
-            "preflight": {"enabled": False}, "evaluation": {"enabled": False},
-            "training": {"max_steps": 2, "eval_steps": 2, "learning_rate": 0.05}}
 PROMPT = [{"role": "user", "content": "Clause: payment within 30 days. Verdict?"}]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    home = tmp_path_factory.mktemp("chat-home")
-    return workflow.run(validate_config(TINY_RUN), home)
+@pytest.fixture
+def tiny_run(tiny_compiled_run):
+    return tiny_compiled_run
 
 
 @pytest.mark.parametrize("source", ["adapter", "merged"])
