@@ -190,6 +190,14 @@ def training_exec(ctx: RunContext) -> None:
                "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
     ctx.write_artifact("training.json", summary)
     save_and_merge(ctx)
+    _model_cards(ctx)
+
+
+def _model_cards(ctx: RunContext) -> None:
+    """README.md in the adapter and merged folders; rewritten by the stages that add to it (metrics, engines)."""
+    from studio_core.package.card import write_model_cards
+
+    write_model_cards(ctx.run.path)
 
 
 def trainer_parts(ctx: RunContext):
@@ -234,6 +242,7 @@ def evaluation(ctx: RunContext) -> None:
     b, t = report["base"], report["tuned"]
     ctx.emit("evaluated", f"val loss {b['val_loss']:.4f} -> {t['val_loss']:.4f}; {report['task_metric']} "
                           f"{b['task']['value']:.3f} -> {t['task']['value']:.3f}", **report)
+    _model_cards(ctx)
 
 
 def tgsp_packing(ctx: RunContext) -> None:
@@ -319,9 +328,14 @@ def compile_engine(ctx: RunContext) -> None:
     except StudioError as e:  # the figures of a failed parity check are kept beside the message
         ctx.write_artifact("engine/compile.json", {**report, "failed": str(e), "parity": getattr(e, "report", None)})
         raise
+    if (merged / "config.json").is_file():
+        from studio_core.export.serving import check_serving_folder
+
+        report["serving_folder"] = check_serving_folder(merged)
     report["engines_built"] = ([report["engine"]] if "engine" in report else []) + [
         g["engine"] + (f" ({g['precision']})" if "precision" in g else "") for g in report["generation"].values()]
     report.setdefault("engine", next(iter(report["engines_built"]), None))
     ctx.write_artifact("engine/compile.json", report)
+    _model_cards(ctx)
     why = f" ({report['tensorrt_not_used']})" if report.get("tensorrt_not_used") else ""
     ctx.emit("compiled", f"built {', '.join(report['engines_built'])}{why}")
