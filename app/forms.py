@@ -30,6 +30,7 @@ ESSENTIAL = {
     "training": ("max_steps", "per_device_batch_size", "gradient_accumulation_steps", "learning_rate", "eval_steps",
                  "save_steps"),
     "evaluation": ("task_rows", "samples", "prompts", "test_path"),
+    "compile": ("engines", "onnx_kv_precision", "gguf_quants"),
 }
 WIDE = ("modules", "tuple", "shapes", "columns", "lines")  # drawn across the page  # drawn across the page, not in a column
 FLOAT_AS_TEXT = {"training.learning_rate", "method.eps", "export.parity_tolerance"}  # 5e-4 reads better typed

@@ -46,6 +46,7 @@ PROMPTS = [
 # 1 fp32.
 ORT_VARIANTS = {"ort-int4": ("int4", {}), "ort-int8": ("int8", {}), "ort-int8-bf16compute": ("int8", {"accuracy_level": "3"}),
                 "ort-int8-fp32compute": ("int8", {"accuracy_level": "1"}), "ort-fp32": ("fp32", {})}
+DEFAULT_VARIANTS = ["ort-int4", "ort-int8", "ort-int8-bf16compute", "ort-fp32"]
 
 
 def embedded_folder() -> Path:
@@ -169,11 +170,12 @@ class LlamaCppEngine:
         return np.asarray(self.model.scores[: len(ids)]).argmax(-1).tolist()
 
 
-def build_engines(folder: Path, work: Path, threads: int) -> list:
+def build_engines(folder: Path, work: Path, threads: int, variants: list[str]) -> list:
     from studio_core.export.onnx_kv import build_onnx_kv
 
     engines = []
-    for name, (precision, options) in ORT_VARIANTS.items():
+    for name in variants:
+        precision, options = ORT_VARIANTS[name]
         out = work / name
         if not (out / "genai_config.json").is_file():
             print(f"building {name} ...", flush=True)
@@ -193,14 +195,14 @@ def build_engines(folder: Path, work: Path, threads: int) -> list:
     return engines
 
 
-def run(folder: Path, work: Path, threads: int, tokens: int) -> dict:
+def run(folder: Path, work: Path, threads: int, tokens: int, variants: list[str]) -> dict:
     from transformers import AutoTokenizer
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     prompts = prompt_ids(tokenizer)
     baseline = TorchEngine(folder, threads)
-    engines = [baseline, *build_engines(folder, work, threads)]
+    engines = [baseline, *build_engines(folder, work, threads, variants)]
     for engine in engines:
         engine.generate(prompts[0], 4)  # warm-up
     timings = {e.name: {"ttft": [], "decode": [], "agree": 0, "positions": 0} for e in engines}
@@ -262,12 +264,15 @@ def main() -> int:
     parser.add_argument("--work", type=Path, help="Keep the built engines here between runs.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--ort", nargs="*", default=DEFAULT_VARIANTS, choices=list(ORT_VARIANTS),
+                        help=f"ONNX Runtime GenAI variants (default: {' '.join(DEFAULT_VARIANTS)}; "
+                        "ort-int8-fp32compute decodes slower than PyTorch here, so it is opt-in).")
     args = parser.parse_args()
     folder = args.merged or embedded_folder()
     with tempfile.TemporaryDirectory() as scratch:
         work = args.work or Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        result = {"model": str(folder.name), **run(folder, work, args.threads, args.tokens)}
+        result = {"model": str(folder.name), **run(folder, work, args.threads, args.tokens, args.ort)}
     print_table(result)
     out = ROOT / "bench" / "results" / "generation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
