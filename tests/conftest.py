@@ -45,7 +45,8 @@ def embedded_model_dir(model_cache: Path) -> Path:
 TINY_COMPILED_RUN = {"simulate": True, "model": {"ref": "tiny-random:llama"}, "data": {"demo_rows": 100},
                      "preflight": {"enabled": False}, "evaluation": {"enabled": False},
                      "training": {"max_steps": 2, "eval_steps": 2, "learning_rate": 0.05},
-                     "compile": {"enabled": True, "engines": ["onnx_kv", "gguf"], "gguf_quants": ["f16", "q8_0"]},
+                     "compile": {"enabled": True, "engines": ["onnx_kv", "gguf"], "onnx_kv_precision": "int8",
+                                 "gguf_quants": ["f16", "q8_0"]},
                      "package": {"enabled": True}}
 
 
