@@ -32,6 +32,7 @@ ESSENTIAL = {
     "evaluation": ("task_rows", "samples", "prompts", "test_path"),
     "privacy": ("target_epsilon", "delta", "max_grad_norm", "accountant"),
     "comm": ("method", "ratio"),
+    "compile": ("engines", "onnx_kv_precision", "gguf_quants"),
 }
 WIDE = ("modules", "tuple", "shapes", "columns", "lines")  # drawn across the page  # drawn across the page, not in a column
 FLOAT_AS_TEXT = {"training.learning_rate", "method.eps", "export.parity_tolerance"}  # 5e-4 reads better typed

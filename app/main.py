@@ -1,5 +1,5 @@
-"""PEFT Studio: `peft-studio studio` (or `make studio`). Home, the wizard's twelve steps in order, then Runs and
-Hardware."""
+"""PEFT Studio: `peft-studio studio` (or `make studio`). Home, the wizard's twelve steps in order, then Runs, Chat
+and Hardware."""
 
 import sys
 from pathlib import Path
@@ -25,7 +25,8 @@ steps = sorted(PAGES.glob("[0-9][0-9]_*.py"))
 navigation = st.navigation({
     "Start": [st.Page(str(PAGES / "home.py"), title="Home", default=True)],
     "Wizard": [st.Page(str(p), title=step_title(int(p.name[:2]))) for p in steps],
-    "Studio": [st.Page(str(PAGES / "runs.py"), title="Runs"), st.Page(str(PAGES / "hardware.py"), title="Hardware")],
+    "Studio": [st.Page(str(PAGES / "runs.py"), title="Runs"), st.Page(str(PAGES / "chat.py"), title="Chat"),
+               st.Page(str(PAGES / "hardware.py"), title="Hardware")],
 }, expanded=True)  # all twelve steps visible, no "view more"
 keep_draft()  # callbacks have already written this rerun's edits to the config
 render_sidebar()

@@ -185,19 +185,70 @@ def parity(report: dict[str, Any], run) -> None:
 
 
 def engine(report: dict[str, Any], run) -> None:
-    st.markdown(f"Built **{report.get('engine')}** ({report.get('backend')}, {report.get('precision')}) in "
-                f"{report.get('compile_seconds', 0):.1f} s.")
+    built = report.get("engines_built") or [report.get("engine")]
+    st.markdown("Built **" + "**, **".join(str(b) for b in built) + "**"
+                + (f" in {report['compile_seconds']:.1f} s." if "compile_seconds" in report else "."))
+    if report.get("failed"):
+        st.error(report["failed"])
+    if report.get("generation"):
+        generation_engines(report["generation"], run)
+    if report.get("backend"):
+        st.markdown(f"Prefill engine from step 9's ONNX: **{report.get('engine')}** ({report.get('backend')}, "
+                    f"{report.get('precision')}).")
     if report.get("tensorrt_not_used"):
         st.caption(f"TensorRT not used: {report['tensorrt_not_used']}")
     if report.get("accuracy"):
         st.dataframe([{"compared": k.replace("_", " "), "relative error": f"{v['relative_error']:.2e}",
                        "top-1 agreement": v.get("top1_agreement")} for k, v in report["accuracy"].items()],
                      hide_index=True)
-    latency = {k: v for k, v in _flat(report) if "latency" in k or k.endswith("_ms")}
-    if latency:
-        st.dataframe([{"measure": k, "value": v} for k, v in latency.items()], hide_index=True)
-    else:
-        st.caption("Latency: this version's compile stage does not time the engine (bench/inference.py does).")
+
+
+def generation_engines(engines: dict[str, Any], run) -> None:
+    """Each engine that generates: its files with size and digest, its parity against the merged model, downloads."""
+    rows = []
+    if "onnx_kv" in engines:
+        kv, parity = engines["onnx_kv"], engines["onnx_kv"]["parity"]
+        rows.append({"engine": f"{kv['engine']} ({kv['precision']})", "file": f"{kv['folder']}/",
+                     "size": _size(sum(f["bytes"] for f in kv["files"].values())),
+                     "sha256": kv["files"]["model.onnx.data"]["sha256"][:16] + "… (weights)",
+                     "relative error": f"{parity['relative_error']:.2e}", "top-1": f"{parity['top1_agreement']:.3f}",
+                     "passed": parity["passed"]})
+    if "gguf" in engines:
+        g = engines["gguf"]
+        for quant, entry in g["files"].items():
+            parity = g["parity"]["quants"][quant]
+            rows.append({"engine": f"{g['engine']} ({quant})", "file": f"{g['folder']}/{entry['file']}",
+                         "size": _size(entry["bytes"]), "sha256": entry["sha256"][:16] + "…",
+                         "relative error": f"{parity['relative_error']:.2e}", "top-1": f"{parity['top1_agreement']:.3f}",
+                         "passed": parity["passed"]})
+    st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption("Parity: logits against the fp32 merged model on fixed prompts (GGUF read back by transformers; "
+               "the ONNX model teacher-forced through onnxruntime-genai). Digests are in the package's manifest too.")
+    _engine_downloads(engines, run)
+
+
+def _engine_downloads(engines: dict[str, Any], run) -> None:
+    from app.archives import zip_folder
+
+    engine_dir = run.artifacts / "engine"
+    buttons = []
+    if "gguf" in engines:
+        folder = engine_dir / engines["gguf"]["folder"]
+        buttons += [(f"Download {e['file']}", folder / e["file"]) for e in engines["gguf"]["files"].values()]
+        buttons.append(("Download the Modelfile", folder / engines["gguf"]["modelfile"]["file"]))
+    if "onnx_kv" in engines:
+        buttons.append((f"Download {engines['onnx_kv']['folder']} (.zip)", engine_dir / engines["onnx_kv"]["folder"]))
+    columns = st.columns(max(len(buttons), 1))
+    for column, (label, path) in zip(columns, buttons):
+        if path.is_dir():
+            column.download_button(label, lambda path=path: zip_folder(path), file_name=f"{path.name}.zip",
+                                   mime="application/zip", key=f"engine-dl-{path.name}")
+        elif path.is_file():
+            column.download_button(label, lambda path=path: path.read_bytes(), file_name=path.name,
+                                   key=f"engine-dl-{path.name}")
+    if "gguf" in engines:
+        st.caption(f"Ollama: put the Modelfile beside {engines['gguf']['modelfile']['from']} and run "
+                   "`ollama create my-model -f Modelfile`; llama.cpp: `llama-cli -m <file>.gguf`.")
 
 
 def _flat(data: dict, prefix: str = ""):

@@ -31,8 +31,9 @@ WHAT_IT_DOES = {
     8: "Validation loss, perplexity and the task metric for the base model (adapter disabled) against the tuned "
        "one, with held-out answers side by side.",
     9: "Export the merged model to ONNX and check ONNX Runtime against PyTorch.",
-    10: "Build a TensorRT engine where there is a GPU, else an ONNX Runtime optimized model; records the engine "
-        "really built.",
+    10: "Build engines that generate from the merged model: a KV-cache ONNX model (ONNX Runtime GenAI, int4/int8) "
+        "and GGUF files for llama.cpp with an Ollama Modelfile, each checked against the merged model; with step 9, "
+        "also TensorRT where there is a GPU, else an ONNX Runtime optimized model. Records the engines really built.",
     11: "Pack the adapter, models and evidence (config, data and model digests, metrics, privacy budget) with a "
         "manifest of per-file digests.",
     12: "Sign the manifest (Ed25519 + ML-DSA-65), verify, and gate promotion by a policy.",

@@ -107,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--home", help=home_help)
 
     _add_models_parser(sub, home_help)
+    chat = sub.add_parser("chat", help="Chat with a run's tuned model and its base side by side (streamed).")
+    chat.add_argument("run", help="Run id (see `peft-studio runs`) or run directory.")
+    chat.add_argument("--source", choices=("adapter", "merged"), default="adapter",
+                      help="The tuned side: the unmerged adapter on a fresh base (default) or the merged model.")
+    chat.add_argument("--system", help="System prompt, sent first (through the training chat template).")
+    chat.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                      help="Answer this message and exit instead of an interactive chat (repeatable: one turn each).")
+    chat.add_argument("--side", choices=("both", "tuned", "base"), default="both", help="Which models answer.")
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above 0: sampling.")
+    chat.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling (with --temperature > 0).")
+    chat.add_argument("--top-k", type=int, default=0, help="Top-k sampling, 0: off (with --temperature > 0).")
+    chat.add_argument("--max-new-tokens", type=int, default=128, help="Longest answer, in tokens.")
+    chat.add_argument("--seed", type=int, default=0, help="Sampling seed.")
+    chat.add_argument("--jsonl", action="store_true", help=argparse.SUPPRESS)  # the studio's worker protocol
+    chat.add_argument("--home", help=home_help)
+
     studio = sub.add_parser("studio", help="Open the studio in the browser (this machine only, unless --share).")
     studio.add_argument("--port", type=int, default=8501, help="Port (default: 8501).")
     studio.add_argument("--share", action="store_true",
@@ -599,10 +615,50 @@ def _lan_hosts() -> list[str]:
     return list(dict.fromkeys(hosts))
 
 
+def _run_dir(ref: str, home) -> Path:
+    from studio_core.runs import RunStore
+
+    path = Path(ref)
+    return path if (path / "config.json").is_file() else RunStore(home).get(ref).path
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from studio_core.chat import ChatSession, Sampling, serve_jsonl
+
+    sampling = Sampling.from_dict({"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
+                                   "max_new_tokens": args.max_new_tokens, "seed": args.seed})
+    session = ChatSession(_run_dir(args.run, args.home), args.source)
+    if args.jsonl:
+        def write(record: dict) -> None:
+            sys.stdout.write(json.dumps(record) + "\n")
+            sys.stdout.flush()
+
+        serve_jsonl(session, sys.stdin, write)
+        return 0
+    err.print(f"[bold]chat[/] with {escape(session.describe)}; {'greedy' if not args.temperature else 'sampling'}"
+              + ("" if args.prompt else "; an empty line ends it"))
+    sides = ("tuned", "base") if args.side == "both" else (args.side,)
+    history: list[dict] = []
+    prompts = iter(args.prompt) if args.prompt else iter(lambda: input("you> "), "")
+    for text in prompts:
+        history.append({"role": "user", "content": text})
+        answers = {}
+        for side in sides:
+            print(f"{side}> ", end="", flush=True)
+            answers[side] = ""
+            for chunk in session.stream(side, history, args.system, sampling):
+                answers[side] += chunk
+                print(chunk, end="", flush=True)
+            print(flush=True)
+        history.append({"role": "assistant", "content": answers[sides[0]].strip()})  # the conversation goes on
+    return 0                                                                          # with the first side's answer
+
+
 COMMANDS = {"methods": cmd_methods, "run": cmd_run, "queue": cmd_queue, "runs": cmd_runs, "schema": cmd_schema, "hardware": cmd_hardware, "keys": cmd_keys,
             "verify": cmd_verify, "promote": cmd_promote}
 COMMANDS["studio"] = cmd_studio
 COMMANDS["models"] = cmd_models
+COMMANDS["chat"] = cmd_chat
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -354,6 +354,30 @@ class CompileConfig(Section):
     sequence_range: tuple[int, int, int] = Field(
         (2, 128, 512), description="TensorRT optimization profile for the sequence length: (min, optimal, max).",
     )
+    engines: list[Literal["onnx_kv", "gguf"]] = Field(
+        ["onnx_kv"], description=(
+            "Engines that generate, built from the merged model (step 6) without needing step 9: 'onnx_kv', a "
+            "KV-cache ONNX model (onnxruntime-genai's builder; precision in onnx_kv_precision); 'gguf', GGUF files "
+            "for llama.cpp and an Ollama Modelfile (types in gguf_quants). Default: 'onnx_kv' at fp32, the fastest "
+            "CPU engine of bench/generation.py with top-1 agreement >= 0.95 against the fp32 model on SmolLM2-135M "
+            "(about 5x PyTorch's decode speed on a loaded 2-core machine; int8 and int4 were faster but agreed on "
+            "0.89 and 0.72 of next tokens; llama.cpp did not build here)."
+        ),
+    )
+    onnx_kv_precision: Literal["int4", "int8", "fp32"] = Field(
+        "fp32", description=(
+            "Weights of the 'onnx_kv' engine: fp32, or int8 / int4 (MatMulNBits, blocks of 32, int8 compute): about "
+            "2x and 4x faster again and 2x / 6x smaller, but they move next-token choices (SmolLM2-135M, whose weights "
+            "come from a 4-bit file: top-1 agreement 0.89 at int8, 0.72 at int4; see bench/generation.py)."
+        ),
+    )
+    gguf_quants: list[Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]] = Field(
+        ["f16", "q8_0"], description=(
+            "GGUF files to write with 'gguf' (one per type; the Modelfile names the first of q8_0, f16, the rest). "
+            "Each is read back by transformers and its logits checked against the merged model. 4-5 bit types keep "
+            "the embeddings at q8_0, as llama.cpp does. Architectures: Llama (SmolLM2) and Qwen2."
+        ),
+    )
 
 
 class PackageConfig(Section):
@@ -471,8 +495,11 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem("training.enabled", "training needs data.enabled and model.enabled"))
     if config.export.enabled and not config.training.enabled:
         problems.append(Problem("export.enabled", "exports the merged model, so it needs training.enabled=true"))
-    if config.compile.enabled and not config.export.enabled:
-        problems.append(Problem("compile.enabled", "compiles the ONNX export; set export.enabled=true"))
+    if config.compile.enabled and not config.training.enabled:
+        problems.append(Problem("compile.enabled", "compiles the merged model, so it needs training.enabled=true"))
+    if config.compile.enabled and not config.export.enabled and not config.compile.engines:
+        problems.append(Problem("compile.engines", "is empty and step 9 is off, so there is nothing to compile; "
+                                "choose 'onnx_kv' or 'gguf', or set export.enabled=true"))
     if config.signing.enabled and not config.package.enabled:
         problems.append(Problem("signing.enabled", "signing needs a package; set package.enabled=true"))
     if config.policy.enabled and not config.signing.enabled:

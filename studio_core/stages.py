@@ -220,6 +220,14 @@ def training_exec(ctx: RunContext) -> None:
     ctx.write_artifact("training.json", summary)
     sparsity.check_trained(ctx, ctx.outputs["peft_model"], lambda m: general_text_perplexity(m, ctx.tokenizer()))
     save_and_merge(ctx)
+    _model_cards(ctx)
+
+
+def _model_cards(ctx: RunContext) -> None:
+    """README.md in the adapter and merged folders; rewritten by the stages that add to it (metrics, engines)."""
+    from studio_core.package.card import write_model_cards
+
+    write_model_cards(ctx.run.path)
 
 
 def trainer_parts(ctx: RunContext):
@@ -285,6 +293,7 @@ def evaluation(ctx: RunContext) -> None:
 
         message += f"; tuned {headline(t['task']['verdicts'])}"
     ctx.emit("evaluated", message, **report)
+    _model_cards(ctx)
 
 
 def tgsp_packing(ctx: RunContext) -> None:
@@ -351,14 +360,37 @@ def export_onnx(ctx: RunContext) -> None:
 
 
 def compile_engine(ctx: RunContext) -> None:
-    """Step 10: TensorRT where it and a GPU are usable, else an ONNX Runtime optimized model; says which."""
+    """Step 10: the engines that generate from the merged model (`compile.engines`: a KV-cache ONNX model, GGUF
+    for llama.cpp/Ollama), each checked against it; with step 9's ONNX export, also TensorRT where it and a GPU
+    are usable, else an ONNX Runtime optimized model. The report names what was really built."""
+    from studio_core.errors import StudioError
     from studio_core.export.compile import compile_model
+    from studio_core.export.generation import build_engines, pre_tokenizer_for
 
-    cfg = ctx.config.compile
-    report = compile_model(ctx.run.artifacts / "onnx", ctx.artifact_dir("engine"), cfg.backend, cfg.int8,
-                           cfg.precision, tuple(cfg.batch_range), tuple(cfg.sequence_range), cfg.int8_scheme)
-    if ctx.config.pruning.enabled:  # the engine holds the 2:4 merged weights; say what that buys on this engine
-        report["sparsity"] = sparsity.engine_note(report)
+    cfg, merged, out = ctx.config.compile, ctx.run.artifacts / "merged", ctx.artifact_dir("engine")
+    report: dict = {}
+    if (ctx.run.artifacts / "onnx" / "model.onnx").is_file():
+        report = compile_model(ctx.run.artifacts / "onnx", out, cfg.backend, cfg.int8, cfg.precision,
+                               tuple(cfg.batch_range), tuple(cfg.sequence_range), cfg.int8_scheme)
+        if ctx.config.pruning.enabled:  # the engine holds the 2:4 merged weights; say what that buys on this engine
+            report["sparsity"] = sparsity.engine_note(report)
+    if cfg.engines and not (merged / "config.json").is_file():
+        raise StudioError("no merged model in artifacts/merged (the method's adapter cannot be merged): "
+                          "compile.engines has nothing to build from; set compile.engines=[]")
+    try:
+        report["generation"] = build_engines(merged, out, list(cfg.engines), cfg.onnx_kv_precision,
+                                             tuple(cfg.gguf_quants), pre_tokenizer_for(ctx.config.model.ref))
+    except StudioError as e:  # the figures of a failed parity check are kept beside the message
+        ctx.write_artifact("engine/compile.json", {**report, "failed": str(e), "parity": getattr(e, "report", None)})
+        raise
+    if (merged / "config.json").is_file():
+        from studio_core.export.serving import check_serving_folder
+
+        report["serving_folder"] = check_serving_folder(merged)
+    report["engines_built"] = ([report["engine"]] if "engine" in report else []) + [
+        g["engine"] + (f" ({g['precision']})" if "precision" in g else "") for g in report["generation"].values()]
+    report.setdefault("engine", next(iter(report["engines_built"]), None))
     ctx.write_artifact("engine/compile.json", report)
+    _model_cards(ctx)
     why = f" ({report['tensorrt_not_used']})" if report.get("tensorrt_not_used") else ""
-    ctx.emit("compiled", f"built {report['engine']}{why}")
+    ctx.emit("compiled", f"built {', '.join(report['engines_built'])}{why}")

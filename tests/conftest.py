@@ -40,3 +40,22 @@ def embedded_model_dir(model_cache: Path) -> Path:
     from studio_core.models.embedded import ensure_embedded
 
     return ensure_embedded("smollm2-135m-instruct", model_cache)
+
+
+TINY_COMPILED_RUN = {"simulate": True, "model": {"ref": "tiny-random:llama"}, "data": {"demo_rows": 100},
+                     "preflight": {"enabled": False}, "evaluation": {"enabled": False},
+                     "training": {"max_steps": 2, "eval_steps": 2, "learning_rate": 0.05},
+                     "compile": {"enabled": True, "engines": ["onnx_kv", "gguf"], "onnx_kv_precision": "int8",
+                                 "gguf_quants": ["f16", "q8_0"]},
+                     "package": {"enabled": True}}
+
+
+@pytest.fixture(scope="session")
+def tiny_compiled_run(tmp_path_factory: pytest.TempPathFactory):
+    """A simulated tiny Llama run: 2 training steps (lr 0.05, so tuned differs from base), then step 10's engines
+    (onnx_kv at int8, GGUF f16 and q8_0 without step 9) and the package. Built once; chat, compile and package
+    tests read it."""
+    from studio_core import workflow
+    from studio_core.config import validate_config
+
+    return workflow.run(validate_config(TINY_COMPILED_RUN), tmp_path_factory.mktemp("tiny-run-home"))

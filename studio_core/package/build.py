@@ -26,6 +26,7 @@ from typing import Any
 
 import studio_core
 from studio_core.errors import InputError
+from studio_core.package.card import licenses
 from studio_core.package.manifest import build_manifest, manifest_bytes
 from studio_core.runs import RunDir, atomic_write_json, atomic_write_text
 
@@ -163,6 +164,7 @@ def build_evidence(run_dir: Path) -> dict[str, Any]:
                      "init": _read_json(run.artifacts / "training_init.json")},
         "metrics": _metrics(run),
         "privacy": privacy_budget(config, run.artifacts),
+        "licenses": licenses(run.path),
         "software": _software_versions(),
         "hardware": _hardware(),
     }, run.path.resolve())

@@ -48,6 +48,15 @@ class Policy(BaseModel):
     max_onnx_parity_error: float | None = Field(
         None, gt=0, description="Largest relative error of the ONNX export against PyTorch allowed."
     )
+    allowed_licenses: list[str] = Field(
+        default_factory=list, description="Base model licences allowed (as the evidence's licenses.base_model "
+        "states them, e.g. apache-2.0); empty: not checked.",
+    )
+    max_engine_parity_error: dict[str, float] = Field(
+        default_factory=dict, description="Largest relative logit error against the merged model allowed per "
+        "engine of step 10: keys 'onnx_kv' or 'gguf:<quant>' (e.g. {\"gguf:q8_0\": 0.1}); a named engine the "
+        "package lacks fails.",
+    )
     base_model_digest_allowlist: list[str] = Field(
         default_factory=list,
         description="sha256 digests of allowed base model weight files; every weight file must be listed.",
@@ -185,7 +194,25 @@ def _metric_rules(policy: Policy, evidence: dict[str, Any], profile: dict[str, A
         error = next((onnx[k] for k in ("max_relative_error", "parity_error", "relative_error") if k in onnx), None)
         rules.append(_threshold("max_onnx_parity_error", error, policy.max_onnx_parity_error, True,
                                 "no ONNX parity figure in the package: enable export (step 9)"))
+    rules += [_rule_engine_parity(name, bound, profile) for name, bound in sorted(policy.max_engine_parity_error.items())]
     return rules
+
+
+def _rule_engine_parity(name: str, bound: float, profile: dict[str, Any]) -> RuleResult:
+    """One engine's parity against the merged model, from the optimization profile's compile report."""
+    generation = _dig(profile, "engine", "generation") or {}
+    engine, _, quant = name.partition(":")
+    parity = _dig(generation, engine, "parity") or {}
+    error = _dig(parity, "quants", quant, "relative_error") if quant else parity.get("relative_error")
+    return _threshold(f"max_engine_parity_error[{name}]", error, bound, True,
+                      f"the package has no {name} engine (compile.engines and compile.gguf_quants choose them)")
+
+
+def _rule_license(policy: Policy, evidence: dict[str, Any]) -> RuleResult:
+    found = _dig(evidence, "licenses", "base_model")
+    passed = found in policy.allowed_licenses
+    return RuleResult("allowed_licenses", passed, f"base model licence {found!r} "
+                      + ("allowed" if passed else f"not in {policy.allowed_licenses}"))
 
 
 def evaluate_policy(package_dir: Path, policy: Policy, public_keys: list[PublicKeys]) -> PolicyResult:
@@ -204,6 +231,8 @@ def evaluate_policy(package_dir: Path, policy: Policy, public_keys: list[PublicK
         rules.append(_rule_2to4(profile))
     if policy.base_model_digest_allowlist:
         rules.append(_rule_base_model(policy, evidence))
+    if policy.allowed_licenses:
+        rules.append(_rule_license(policy, evidence))
     return PolicyResult(rules, report)
 
 
