@@ -41,6 +41,7 @@ def _worker_model(ctx, launch: dict[str, Any], folder: Path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, set_seed
 
+    from studio_core.sparsity import run as sparsity
     from studio_core.train.lifecycle import build_peft_model, load_training_model
 
     set_seed(ctx.config.training.seed)
@@ -48,7 +49,9 @@ def _worker_model(ctx, launch: dict[str, Any], folder: Path):
         model = AutoModelForCausalLM.from_pretrained(ctx.run.artifacts / "simulation-base", use_safetensors=True)
     else:
         model = load_training_model(ctx, launch["precision"])
+    sparsity.prepare_base(ctx, model)  # a pruned run: step 5's masks on the base, checked against the pinned digest
     peft_model, _ = build_peft_model(ctx, model)
+    sparsity.mask_adapter(ctx, peft_model)  # ... and the update kept inside them, as in the launcher's model
     set_peft_model_state_dict(peft_model, load_file(str(folder / START_WEIGHTS)))
     return peft_model
 

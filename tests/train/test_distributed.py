@@ -29,6 +29,9 @@ def config(**training):
     data = data.model_dump(mode="json")
     data["evaluation"]["enabled"] = False
     data["method"]["dropout"] = 0.0  # dropout masks come from each rank's own RNG stream: not comparable
+    # Pruned (step 5): every worker must rebuild the pruned base and the masked update the launcher trained with;
+    # a worker on the dense base would train another function, and the adapters below would differ.
+    data["pruning"] = {"enabled": True, "method": "magnitude"}
     return data
 
 
