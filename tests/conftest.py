@@ -59,3 +59,17 @@ def tiny_compiled_run(tmp_path_factory: pytest.TempPathFactory):
     from studio_core.config import validate_config
 
     return workflow.run(validate_config(TINY_COMPILED_RUN), tmp_path_factory.mktemp("tiny-run-home"))
+
+
+@pytest.fixture
+def step7_unavailable():
+    """Every stage runs in this version; the refusal of one that cannot is tested on step 7 made unavailable (its
+    `run` set to None in place, so every module holding the STAGES list sees it), restored afterwards."""
+    from dataclasses import replace
+
+    from studio_core.workflow import STAGES
+
+    kept = STAGES[6]
+    STAGES[6] = replace(kept, run=None)
+    yield kept
+    STAGES[6] = kept

@@ -172,7 +172,7 @@ def test_a_run_queued_with_a_secret_fails_clearly_after_a_restart_lost_it(tmp_pa
     assert status["state"] == "failed" and "SIGNING_PASSPHRASE" in status["error"] and "resume" in status["error"]
 
 
-def test_unrunnable_config_is_refused_at_submit(tmp_path):
+def test_unrunnable_config_is_refused_at_submit(tmp_path, step7_unavailable):
     with pytest.raises(ConfigError, match="not available yet"):
         jobs.enqueue(validate_config({"comm": {"enabled": True}}), tmp_path)
     assert RunStore(tmp_path).list() == []

@@ -20,7 +20,7 @@ def test_twelve_stages_in_wizard_order():
     assert [s.number for s in workflow.STAGES] == list(range(1, 13))
 
 
-def test_enabling_an_unavailable_stage_is_refused_before_any_write(tmp_path):
+def test_enabling_an_unavailable_stage_is_refused_before_any_write(tmp_path, step7_unavailable):
     config = validate_config({"comm": {"enabled": True}})
     with pytest.raises(ConfigError) as e:
         workflow.run(config, tmp_path)

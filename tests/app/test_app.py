@@ -113,11 +113,11 @@ def test_a_bad_value_shows_its_message_and_blocks_start(page: str, key: str, bad
     assert any(key.removeprefix("field:") in e.value for e in at.sidebar.error)
 
 
-def test_unavailable_steps_are_labelled_and_disabled(studio_env: Path) -> None:
+def test_unavailable_steps_are_labelled_and_disabled(studio_env: Path, step7_unavailable) -> None:
     at = _run(MAIN)
     at.switch_page(str(ROOT / "pages" / "07_dynamic_sparsification.py")).run()
     assert any("Not available yet" in i.value for i in at.info)
-    assert "compress the adapter's gradients" in " ".join(m.value for m in at.markdown)  # one line: what it will do
+    assert "Compress the adapter's gradients" in " ".join(m.value for m in at.markdown)  # one line: what it does
     assert not [c for c in at.checkbox if c.key == "field:comm.enabled"]
 
 
