@@ -104,7 +104,7 @@ class ChatSession:
                     model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
                                    max_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
                                    eos_token_id=self.tokenizer.eos_token_id, **sampling.generate_kwargs())
-            except BaseException as e:  # surfaced to the reader below, after the streamer is released
+            except BaseException as e:  # noqa: BLE001 - surfaced to the reader below, after the streamer is released
                 failure.append(e)
                 streamer.end()
 

@@ -358,17 +358,16 @@ class CompileConfig(Section):
         ["onnx_kv"], description=(
             "Engines that generate, built from the merged model (step 6) without needing step 9: 'onnx_kv', a "
             "KV-cache ONNX model (onnxruntime-genai's builder; precision in onnx_kv_precision); 'gguf', GGUF files "
-            "for llama.cpp and an Ollama Modelfile (types in gguf_quants). Default: 'onnx_kv' at fp32, the fastest "
+            "for llama.cpp and an Ollama Modelfile (types in gguf_quants). Default: 'onnx_kv' at int8, the fastest "
             "CPU engine of bench/generation.py with top-1 agreement >= 0.95 against the fp32 model on SmolLM2-135M "
-            "(about 5x PyTorch's decode speed on a loaded 2-core machine; int8 and int4 were faster but agreed on "
-            "0.89 and 0.72 of next tokens; llama.cpp did not build here)."
+            "(0.953 over 512 positions; int4 decoded as fast but agreed on 0.72; llama.cpp did not build here)."
         ),
     )
     onnx_kv_precision: Literal["int4", "int8", "fp32"] = Field(
-        "fp32", description=(
-            "Weights of the 'onnx_kv' engine: fp32, or int8 / int4 (MatMulNBits, blocks of 32, int8 compute): about "
-            "2x and 4x faster again and 2x / 6x smaller, but they move next-token choices (SmolLM2-135M, whose weights "
-            "come from a 4-bit file: top-1 agreement 0.89 at int8, 0.72 at int4; see bench/generation.py)."
+        "int8", description=(
+            "Weights of the 'onnx_kv' engine: int8 or int4 (MatMulNBits, blocks of 32, int8 compute) or fp32. On "
+            "SmolLM2-135M (whose weights come from a 4-bit file) top-1 agreement with fp32 was 0.95 at int8, 0.72 "
+            "at int4; fp32 agrees exactly but decoded about 3x slower than int8 (bench/generation.py)."
         ),
     )
     gguf_quants: list[Literal["f32", "f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0"]] = Field(

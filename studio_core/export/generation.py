@@ -21,7 +21,7 @@ def onnx_kv_dir(precision: str) -> str:
     return f"onnx_kv-{precision}"
 
 
-def build_engines(merged: Path, out_dir: Path, engines: list[str], onnx_kv_precision: str = "fp32",
+def build_engines(merged: Path, out_dir: Path, engines: list[str], onnx_kv_precision: str = "int8",
                   gguf_quants: tuple[str, ...] = ("f16", "q8_0"), pre_tokenizer: str = "default",
                   system_prompt: str | None = None) -> dict[str, Any]:
     """Build and check every engine in `engines` into `out_dir`; {engine: report}. A failed check raises."""

@@ -39,8 +39,8 @@ def base_model_license(model_record: dict[str, Any] | None) -> str:
     path = Path(str(record.get("path", "")))
     readme = path / "README.md" if path.is_dir() else None
     if readme is not None and readme.is_file():
-        match = re.search(r"^---\s*\n(.*?)\n---", readme.read_text(encoding="utf-8", errors="replace"), re.S)
-        found = re.search(r"^license:\s*(\S+)", match.group(1), re.M) if match else None
+        match = re.search(r"^---\s*\n(.*?)\n---", readme.read_text(encoding="utf-8", errors="replace"), re.DOTALL)
+        found = re.search(r"^license:\s*(\S+)", match.group(1), re.MULTILINE) if match else None
         if found:
             return found.group(1).strip("'\"")
     return NOT_RECORDED
@@ -89,8 +89,8 @@ def model_card(run_dir: Path, kind: str) -> str:
     lines = ["---", *(f"{k}: {json.dumps(v)}" for k, v in front.items()), "---", "",
              f"# {run.run_id} ({'adapter' if kind == 'adapter' else 'merged model'})", ""]
     if simulated:
-        lines += ["> **Simulated run**: trained a tiny random stand-in (2 layers, hidden 64) of the base model on a "
-                  "data slice. Its figures say nothing about the real model; do not deploy it.", ""]
+        lines += [("> **Simulated run**: trained a tiny random stand-in (2 layers, hidden 64) of the base model on a "
+                   "data slice. Its figures say nothing about the real model; do not deploy it."), ""]
     lines += _base_section(model, found), *_data_section(data, found), *_training_section(method, hyper, init, training)
     lines += [*_metrics_section(metrics), *_engines_section(art), *_use_section(kind, config, model)]
     return "\n".join(lines) + "\n"
@@ -108,8 +108,8 @@ def _data_section(data: dict, found: dict) -> list[str]:
                data.get("sources", [])]
     rows = data.get("rows") or {}
     return ["## Data", f"- Digest (normalised splits): `{data.get('sha256', NOT_RECORDED)}`",
-            f"- Sources: {', '.join(sources) or NOT_RECORDED}; rows: {rows.get('train', '?')} train / "
-            f"{rows.get('val', '?')} validation", f"- Licence: {found['data']}", ""]
+            (f"- Sources: {', '.join(sources) or NOT_RECORDED}; rows: {rows.get('train', '?')} train / "
+             f"{rows.get('val', '?')} validation"), f"- Licence: {found['data']}", ""]
 
 
 def _training_section(method: dict, hyper: dict, init: dict, training: dict) -> list[str]:
@@ -121,8 +121,8 @@ def _training_section(method: dict, hyper: dict, init: dict, training: dict) -> 
             f"({init.get('trainable_percent', '?')}%), precision {init.get('precision', '?')}"
             if isinstance(init.get("trainable_parameters"), int) else f"- Trainable parameters: {NOT_RECORDED}",
             "- Settings: " + ", ".join(f"{k} {hyper[k]}" for k in keep if k in hyper),
-            f"- Steps run: {training.get('steps', NOT_RECORDED)}; best validation loss "
-            f"{training.get('best_val_loss', NOT_RECORDED)}", ""]
+            (f"- Steps run: {training.get('steps', NOT_RECORDED)}; best validation loss "
+             f"{training.get('best_val_loss', NOT_RECORDED)}"), ""]
 
 
 def _metrics_section(metrics: dict | None) -> list[str]:
@@ -155,7 +155,7 @@ def _engines_section(artifacts: Path) -> list[str]:
 def _use_section(kind: str, config: dict, model: dict) -> list[str]:
     demo = str((config.get("data") or {}).get("path", "")).startswith("demo:")
     load = ("```python\nfrom peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
-            f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), \"adapter\")\n```"
+            "model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), \"adapter\")\n```"
             if kind == "adapter" else "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n"
             "model = AutoModelForCausalLM.from_pretrained(\"merged\")  # safetensors, no custom code\n```")
     limits = ("Trained on synthetic contract clauses judged by a toy policy: it learns that policy's answer format, "

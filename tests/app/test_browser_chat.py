@@ -10,7 +10,7 @@ from tests.app.test_browser import CHROMIUM, Studio, browser, go, open_page, sho
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (make setup does it)")
 
 
-def test_chat_page_answers_with_both_models_and_compile_page_shows_the_engines(browser, tiny_compiled_run):
+def test_chat_page_answers_with_both_models_and_compile_page_shows_the_engines(browser, tiny_compiled_run):  # noqa: F811
     from studio_core.chat import ChatSession, Sampling
 
     studio = Studio(tiny_compiled_run.path.parent.parent).start()
