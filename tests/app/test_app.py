@@ -36,7 +36,7 @@ def test_main_opens_on_home_with_the_steps_and_the_sidebar(studio_env: Path) -> 
     assert [r["step"] for r in steps][:2] == ["1. Data Resolve", "2. Model Resolve"] and len(steps) == 12
     states = {r["step"]: r["now"] for r in steps}
     assert states["1. Data Resolve"] == "configured" and states["5. Pruning Aware Init"] == "off"
-    assert states["7. Dynamic Sparsification"] == "not available yet"
+    assert states["7. Dynamic Sparsification"] == "off"
     assert states["9. Export ONNX"] == "off"
     assert {b.key for b in at.button} >= {"home:demo", "home:mine"}  # the two quick starts
     assert at.sidebar.button(key="sidebar:start").disabled is False  # defaults are runnable

@@ -142,6 +142,8 @@ def test_delta_defaults_to_a_tenth_of_one_over_n_and_is_refused_at_one_over_n():
     ({"privacy": {"poisson_sampling": False}}, "privacy.poisson_sampling", "Poisson"),
     ({"training": {"gradient_checkpointing": True}}, "training.gradient_checkpointing", "hooks"),
     ({"privacy": {"target_epsilon": None}}, "privacy.target_epsilon", "noise_multiplier"),
+    ({"pruning": {"enabled": True}}, "pruning.enabled", "per-example gradient hooks"),
+    ({"training": {"nproc": 2}}, "training.nproc", "one process"),
 ])
 def test_what_the_privacy_analysis_does_not_cover_is_refused_with_the_reason(change, field, words):
     data = {"privacy": {"enabled": True}}
