@@ -132,8 +132,11 @@ class PrivateSGD:
     def epsilon(self, extra_steps: int = 0) -> float:
         """Epsilon spent so far (or after `extra_steps` more), by the run's accountant."""
         history = list(self.engine.accountant.history)
-        if extra_steps:
-            history.append((self.plan.noise_multiplier, self.plan.sample_rate, extra_steps))
+        step = (self.plan.noise_multiplier, self.plan.sample_rate)
+        if extra_steps and history and tuple(history[-1][:2]) == step:  # as the accountant's own step() merges
+            history[-1] = (*step, history[-1][2] + extra_steps)
+        elif extra_steps:
+            history.append((*step, extra_steps))
         return epsilon(history, self.plan.delta, self.plan.accountant)
 
     def backward(self, batch) -> tuple[float, int, int]:
