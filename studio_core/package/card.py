@@ -91,9 +91,24 @@ def model_card(run_dir: Path, kind: str) -> str:
     if simulated:
         lines += [("> **Simulated run**: trained a tiny random stand-in (2 layers, hidden 64) of the base model on a "
                    "data slice. Its figures say nothing about the real model; do not deploy it."), ""]
+    lines += _pruning_section(kind, art)
     lines += _base_section(model, found), *_data_section(data, found), *_training_section(method, hyper, init, training)
     lines += [*_metrics_section(metrics), *_engines_section(art), *_use_section(kind, config, model)]
     return "\n".join(lines) + "\n"
+
+
+def _pruning_section(kind: str, art: Path) -> list[str]:
+    """A pruned run (step 5): the adapter card says first that stock peft applies its update unmasked; the merged
+    card that its weights are exactly 2:4."""
+    if not (art / "sparsity" / "pruned.json").is_file():
+        return []
+    if kind == "adapter":
+        from studio_core.sparsity.run import ADAPTER_README
+
+        return ["## " + ADAPTER_README.removeprefix("# ").strip(), ""]
+    return ["## 2:4 sparse", "", "The base was pruned to 2:4 (step 5) and the adapter's update masked to the same "
+            "pattern, so every pruned weight of this merged model is exactly 2:4 (checked after merge; the same "
+            "weights are stored compressed in `sparse/`). No speed-up is claimed on a CPU.", ""]
 
 
 def _base_section(model: dict, found: dict) -> str:
