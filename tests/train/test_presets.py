@@ -21,7 +21,9 @@ def test_a_preset_sets_every_training_parameter_and_the_whole_method(preset):
     for key, value in spec.training.items():
         assert getattr(config.training, key) == value, key
     assert config.training.seed == 7 and config.training.precision == "fp32"  # the user's, not the recipe's
-    untouched = set(TrainingConfig.model_fields) - set(spec.training) - {"enabled", "seed", "precision", "backend"}
+    # Where it runs (backend, processes, machines) is the user's, as are the seed and precision, not the recipe's.
+    own = {"enabled", "seed", "precision", "backend", "nproc", "nnodes", "rdzv_endpoint"}
+    untouched = set(TrainingConfig.model_fields) - set(spec.training) - own
     assert not untouched, f"the preset leaves {untouched} as they were"
     assert config.method.alpha == 2 * config.method.r
     assert reasons[0].startswith(spec.title) and any("passes over the 20,000 training rows" in r for r in reasons)
