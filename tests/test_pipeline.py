@@ -11,6 +11,7 @@ def test_every_available_stage_runs_and_the_package_verifies(tmp_path):
     generate_keys(tmp_path)
     config = validate_config({
         "simulate": True, "model": {"ref": "tiny-random:llama"}, "data": {"demo_rows": 100},
+        "pruning": {"enabled": True, "method": "magnitude"}, "comm": {"enabled": True},
         "export": {"enabled": True}, "compile": {"enabled": True}, "package": {"enabled": True},
         "signing": {"enabled": True},
     })

@@ -133,7 +133,9 @@ def test_upload_a_jsonl_file_run_it_in_simulation_and_a_teammate_cancels_it(stud
     uploader.locator("input[type=file]").set_input_files(str(upload))
     saved = studio.home / "uploads" / "sums.jsonl"
     page.get_by_text("the training data file below now points at it").wait_for()
-    assert page.get_by_label("Training data file", exact=True).input_value() == str(saved)
+    from playwright.sync_api import expect  # the field below the message is redrawn a moment after it
+
+    expect(page.get_by_label("Training data file", exact=True)).to_have_value(str(saved), timeout=30_000)
     shot(page, "upload-step1")
     go(page, "2. Model Resolve")
     set_text(page, "Base model", "tiny-random:llama")
