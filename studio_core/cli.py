@@ -596,7 +596,7 @@ def cmd_studio(args: argparse.Namespace) -> int:
     else:
         print(f"http://127.0.0.1:{args.port}/", flush=True)
     proc = subprocess.Popen(share.streamlit_command(args.port, args.share),
-                            env=share.studio_environment(home, args.share, roots))
+                            env=share.studio_environment(home, args.share, roots), preexec_fn=share.die_with_parent)
     try:
         return proc.wait()
     except KeyboardInterrupt:  # Streamlit got the same Ctrl-C; let it shut down

@@ -95,6 +95,18 @@ def streamlit_command(port: int, share: bool) -> list[str]:
     return command
 
 
+def die_with_parent() -> None:
+    """In the Streamlit child, before exec: Linux sends it SIGTERM when the launcher dies, however it dies (a
+    SIGKILL or SIGTERM of `peft-studio studio` would otherwise leave the server running, listening)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the launcher's own Ctrl-C handling is all there is
+
+
 def studio_environment(home: Path, share: bool, data_roots: list[Path]) -> dict[str, str]:
     """The Streamlit process's environment: the home, and the shared-studio settings this module reads back."""
     env = {k: v for k, v in os.environ.items() if k not in (SHARED_ENV, ROOTS_ENV)}

@@ -66,3 +66,7 @@ def test_started_from_another_folder_it_listens_on_localhost_only(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+    deadline = time.time() + 30  # the launcher's Streamlit dies with it, however it was killed
+    while _listening_addresses(port) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _listening_addresses(port), "the studio server outlived its killed launcher"
