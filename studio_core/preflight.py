@@ -19,7 +19,7 @@ from studio_core.hardware.memory import GIB
 from studio_core.methods import get_method
 from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
 from studio_core.train.adapters import count_parameters, fit_problems
-from studio_core.train.batching import collate
+from studio_core.train.batching import answer_logits_work, collate
 from studio_core.train.precision import autocast, resolve_precision
 
 
@@ -251,7 +251,9 @@ def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: Prepare
         return
     # Examples truncation left without assistant tokens give a 0/0 = NaN loss: measure on ones that learn.
     learnable = [e for e in data.train_tokens if e.supervised_tokens] or data.train_tokens
-    batch = collate(learnable[: cfg.training.per_device_batch_size], pad_id)
+    # Collated as training collates them (build_trainer), so the time measured is the time training takes.
+    batch = collate(learnable[: cfg.training.per_device_batch_size], pad_id,
+                    answer_logits_work(peft_model, learnable, pad_id))
     device = next(peft_model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     params = [p for p in peft_model.parameters() if p.requires_grad]

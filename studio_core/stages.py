@@ -216,7 +216,8 @@ def training_exec(ctx: RunContext) -> None:
                "stopped_early": outcome.stopped_early,
                "best_checkpoint": outcome.best_checkpoint and Path(outcome.best_checkpoint).name,
                "best_checkpoint_val_loss": _val_loss_at(outcome.history, outcome.best_checkpoint),
-               "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned}
+               "best_val_loss": outcome.best_val_loss, "overfitting_warning": outcome.overfitting_warned,
+               "answer_logits_only": outcome.answer_logits_only}
     ctx.write_artifact("training.json", summary)
     sparsity.check_trained(ctx, ctx.outputs["peft_model"], lambda m: general_text_perplexity(m, ctx.tokenizer()))
     save_and_merge(ctx)

@@ -34,7 +34,7 @@ from typing import Any
 from transformers import EarlyStoppingCallback, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from studio_core.config import RunConfig
-from studio_core.train.batching import Collator, TokenizedDataset
+from studio_core.train.batching import Collator, TokenizedDataset, answer_logits_work
 from studio_core.train.adapters import training_callbacks
 
 CHECKPOINTS = "checkpoints"
@@ -73,6 +73,7 @@ class TrainOutcome:
     overfitting_warned: bool
     stopped_early: bool
     history: list[dict[str, Any]] = field(default_factory=list)
+    answer_logits_only: bool = False  # the LM head ran only where the loss is taken (train/batching.py: collate)
 
 
 class StudioCallback(TrainerCallback):
@@ -249,7 +250,8 @@ def build_trainer(cfg: RunConfig, peft_model, train_examples, val_examples, pad_
         peft_model.enable_input_require_grads()
     trainer = Trainer(
         model=peft_model, args=training_arguments(cfg, output_dir, precision, resuming=resuming),
-        data_collator=parts.collator or Collator(pad_id), train_dataset=TokenizedDataset(train_examples),
+        data_collator=parts.collator or Collator(pad_id, answer_logits_work(peft_model, train_examples, pad_id)),
+        train_dataset=TokenizedDataset(train_examples),
         eval_dataset=TokenizedDataset(val_examples[: cfg.training.eval_rows]), callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # progress goes to the run dir and the CLI's own display
@@ -284,6 +286,7 @@ def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int,
         best_val_loss=state.best_metric, overfitting_warned=callback.overfitting_warned,
         stopped_early=state.global_step < cfg.training.max_steps and not callback.cancelled,
         history=state.log_history,
+        answer_logits_only=getattr(getattr(trainer, "data_collator", None), "answer_logits_only", False),
     )
 
 
