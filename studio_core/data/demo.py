@@ -19,10 +19,14 @@ Audit policy (each row's instruction states the rule for its clause):
 7. Data-breach notification: within at most 72 hours.
 8. Non-compete: may last at most 12 months.
 
-Each output is exactly two lines::
+Each output is exactly two lines, by default (``answer="verdict_first"``)::
 
     Verdict: COMPLIANT | NON-COMPLIANT
     Reason: <Rule>; the clause <value>.
+
+``answer="reason_first"`` swaps the lines; ``answer="reason_compare"`` also ends the reason with the comparison
+the verdict rests on (``; 66 is more than 60``; governing law and an auto-renewal without opt-out have no number,
+so no comparison). bench/demo_learning.py measures what each does to learning the decision.
 """
 
 from __future__ import annotations
@@ -35,6 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEMO_REF_PREFIX = "demo:"
+
+# The answer's format: verdict_first (the default) the verdict line, then the reason; reason_first the reason,
+# then the verdict; reason_compare the reason ending in the comparison the verdict rests on, then the verdict.
+# bench/demo_learning.py measures what each does to learning the decision.
+ANSWER_FORMATS = ("verdict_first", "reason_first", "reason_compare")
+DEFAULT_ANSWER = "verdict_first"
 
 COMPLIANT = "COMPLIANT"
 NON_COMPLIANT = "NON-COMPLIANT"
@@ -332,13 +342,15 @@ def _parties(rng: random.Random) -> tuple[str, str]:
     return names[0], names[1]
 
 
-def _clause_text(rng: random.Random, kind: str, ok: bool) -> tuple[str, str, str, str]:
-    """Generate one clause of ``kind``: (clause text, the reason's value phrase, rule, rule as cited)."""
+def _clause_text(rng: random.Random, kind: str, ok: bool) -> tuple[str, str, str, str, int | str | None]:
+    """Generate one clause of ``kind``: (clause text, the reason's value phrase, rule, rule as cited, the value
+    compared with the rule's limit, None where the clause has none)."""
     spec = _CLAUSES[kind]
     provider, customer = _parties(rng)
     templates, value_phrase = spec.templates, spec.value
     # Half of the failing auto-renewals have no opt-out at all, the other half too long a notice.
-    if kind == "auto_renewal" and not ok and rng.random() < 0.5:
+    no_opt_out = kind == "auto_renewal" and not ok and rng.random() < 0.5
+    if no_opt_out:
         templates, value_phrase = _NO_OPT_OUT_TEMPLATES, _NO_OPT_OUT_VALUE
     value = (spec.ok if ok else spec.bad).draw(rng)
     unit = spec.unit[0] if value == 1 else spec.unit[1]
@@ -351,29 +363,53 @@ def _clause_text(rng: random.Random, kind: str, ok: bool) -> tuple[str, str, str
         "scope": rng.choice(_SCOPES).format(r=rng.choice((10, 25, 50, 100)), C=customer),
     }
     text = rng.choice(templates).format(**fields)
-    return text[0].upper() + text[1:], value_phrase.format(**fields), spec.rule, spec.reason_rule or spec.rule
+    compared = None if no_opt_out or kind == "governing_law" else value
+    return (text[0].upper() + text[1:], value_phrase.format(**fields), spec.rule, spec.reason_rule or spec.rule,
+            compared)
 
 
-def _row(rng: random.Random, kind: str, ok: bool) -> dict[str, str]:
-    """One alpaca row: audit request with its rule, the clause, and the two-line verdict."""
-    clause, value_phrase, rule, cited = _clause_text(rng, kind, ok)
+_LIMIT_RE = re.compile(r"at (least|most) ([\d.]+)")
+
+
+def _comparison(rule: str, value: int | str | None, ok: bool) -> str:
+    """The reason's last step, "; 66 is more than 60": the clause's value against the rule's limit ("" where the
+    clause has no value to compare, as for governing law). Says what the verdict rests on; it is derived from
+    the same value and rule the verdict is."""
+    match = _LIMIT_RE.search(rule)
+    if value is None or match is None:
+        return ""
+    bound, limit = match.groups()
+    relation = {("least", True): "at least", ("least", False): "less than", ("most", True): "at most",
+                ("most", False): "more than"}[(bound, ok)]
+    return f"; {value} is {relation} {limit}"
+
+
+def _row(rng: random.Random, kind: str, ok: bool, answer: str = DEFAULT_ANSWER) -> dict[str, str]:
+    """One alpaca row: audit request with its rule, the clause, and the two-line answer in the `answer` format."""
+    clause, value_phrase, rule, cited, value = _clause_text(rng, kind, ok)
     instruction = f"{rng.choice(_INSTRUCTIONS)} Policy rule: {rule}."
-    verdict = COMPLIANT if ok else NON_COMPLIANT
-    return {
-        "instruction": instruction,
-        "input": clause,
-        "output": f"Verdict: {verdict}\nReason: {cited}; the clause {value_phrase}.",
-    }
+    verdict = f"Verdict: {COMPLIANT if ok else NON_COMPLIANT}"
+    reason = f"Reason: {cited}; the clause {value_phrase}"
+    if answer == "verdict_first":
+        output = f"{verdict}\n{reason}."
+    elif answer == "reason_first":
+        output = f"{reason}.\n{verdict}"
+    else:
+        output = f"{reason}{_comparison(rule, value, ok)}.\n{verdict}"
+    return {"instruction": instruction, "input": clause, "output": output}
 
 
-def generate_legal_audit(n: int = 2400, seed: int = 1234) -> list[dict]:
-    """Generate ``n`` distinct synthetic clause-audit rows (alpaca keys), deterministic in ``(n, seed)``.
+def generate_legal_audit(n: int = 2400, seed: int = 1234, answer: str = DEFAULT_ANSWER) -> list[dict]:
+    """Generate ``n`` distinct synthetic clause-audit rows (alpaca keys), deterministic in ``(n, seed, answer)``.
 
     Clause types and verdicts are assigned evenly (each type gets about n/8 rows, half of them compliant)
-    and then shuffled, so any contiguous held-out slice is roughly balanced too.
+    and then shuffled, so any contiguous held-out slice is roughly balanced too. `answer` is the output's
+    format (ANSWER_FORMATS); the clauses and verdicts do not depend on it.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
+    if answer not in ANSWER_FORMATS:
+        raise ValueError(f"answer must be one of {', '.join(ANSWER_FORMATS)}, got {answer!r}")
     rng = random.Random(seed)
     kinds = list(_CLAUSES)
     plan = [(kinds[i % len(kinds)], (i // len(kinds)) % 2 == 0) for i in range(n)]
@@ -381,14 +417,14 @@ def generate_legal_audit(n: int = 2400, seed: int = 1234) -> list[dict]:
     seen: set[str] = set()
     rows = []
     for kind, ok in plan:
-        rows.append(_unique_row(rng, kind, ok, seen))
+        rows.append(_unique_row(rng, kind, ok, seen, answer))
     return rows
 
 
-def _unique_row(rng: random.Random, kind: str, ok: bool, seen: set[str]) -> dict[str, str]:
+def _unique_row(rng: random.Random, kind: str, ok: bool, seen: set[str], answer: str) -> dict[str, str]:
     """Draw rows until the clause text is new: a repeated clause would leak across a train/eval split."""
     for _ in range(1000):
-        row = _row(rng, kind, ok)
+        row = _row(rng, kind, ok, answer)
         if row["input"] not in seen:
             seen.add(row["input"])
             return row

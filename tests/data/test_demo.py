@@ -142,12 +142,51 @@ def test_held_out_tail_is_balanced(rows):
     assert 0.4 <= share <= 0.6
 
 
-def test_every_output_is_two_lines_that_parse(rows):
+def _lines(row: dict) -> tuple[str, str]:
+    """(verdict line, reason line) whichever comes first."""
+    first, second = row["output"].split("\n")
+    return (first, second) if first.startswith("Verdict:") else (second, first)
+
+
+@pytest.mark.parametrize("answer", demo.ANSWER_FORMATS)
+def test_every_output_is_two_lines_that_parse_in_its_format(answer):
+    rows = generate_legal_audit(400, answer=answer)
     for row in rows:
-        verdict_line, reason_line = row["output"].split("\n")
+        first, _ = row["output"].split("\n")
+        assert first.startswith("Verdict: " if answer == "verdict_first" else "Reason: "), row
+        verdict_line, reason_line = _lines(row)
         assert verdict_line in ("Verdict: COMPLIANT", "Verdict: NON-COMPLIANT")
         assert reason_line.startswith("Reason: ") and reason_line.endswith(".")
         assert parse_verdict(row["output"]) == verdict_line.removeprefix("Verdict: ")
+    # The clauses and verdicts are the same in every format: only the answer's wording differs.
+    assert [(r["input"], parse_verdict(r["output"])) for r in rows] == [
+        (r["input"], parse_verdict(r["output"])) for r in generate_legal_audit(400, answer="verdict_first")]
+
+
+def test_the_reasons_comparison_states_the_clauses_value_against_the_rules_limit():
+    rows = generate_legal_audit(answer="reason_compare")
+    compared = 0
+    for row in rows:
+        _, reason = _lines(row)
+        match = re.search(r"; ([\d.]+) is (at least|less than|at most|more than) ([\d.]+)\.$", reason)
+        if _kind(row) == "law" or "no opt-out" in reason:
+            assert match is None, row  # nothing to compare: no number decides these
+            continue
+        assert match is not None, row
+        value, relation, limit = float(match.group(1)), match.group(2), float(match.group(3))
+        bound = "least" if relation in ("at least", "less than") else "most"
+        assert f"at {bound} {match.group(3)}" in row["instruction"]
+        holds = {"at least": value >= limit, "less than": value < limit, "at most": value <= limit,
+                 "more than": value > limit}[relation]
+        assert holds, row  # the relation is true of the numbers
+        assert (relation in ("at least", "at most")) == _expected_compliant(row), row
+        compared += 1
+    assert compared > len(rows) * 0.8
+
+
+def test_an_unknown_answer_format_is_refused():
+    with pytest.raises(ValueError, match="answer must be one of"):
+        generate_legal_audit(10, answer="verdict_last")
 
 
 def test_verdict_follows_the_policy_read_from_the_clause_text(rows):
@@ -159,9 +198,9 @@ def test_verdict_follows_the_policy_read_from_the_clause_text(rows):
 def test_reason_uses_one_template_per_rule_and_cites_the_value(rows):
     prefixes: dict[str, set[str]] = defaultdict(set)
     for row in rows:
-        reason = row["output"].split("\n")[1]
+        _, reason = _lines(row)
         prefixes[_kind(row)].add(reason.split(";")[0])
-        numbers = re.findall(r"\d+(?:\.\d+)?", reason.split("; the clause ")[1])
+        numbers = re.findall(r"\d+(?:\.\d+)?", reason.split("; the clause ")[1].split(";")[0])
         # The cited value is the one in the clause (auto-renewal without opt-out cites no number).
         assert all(n in row["input"] for n in numbers), row
     assert all(len(p) == 1 for p in prefixes.values()), prefixes

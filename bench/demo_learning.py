@@ -1,0 +1,132 @@
+"""Does the default run learn the demo's decision? The sweep behind the defaults: setting, minutes, accuracy.
+
+Each setting trains LoRA on the embedded model on the legal-audit demo data (2,400 rows, the run's own split and
+tokenization: `prepare_data` on the rows written to a JSONL file) through the studio's `train()`, then answers
+the first `--eval-rows` held-out rows by greedy generation (evaluation's `generate`, 64 new tokens) and scores
+them with evaluation's verdict report: accuracy against the majority-class baseline with its binomial test,
+per rule and as a confusion matrix. Every setting runs in its own process, one after another. The untrained base
+is not evaluated here (the run's step 8 does that); minutes are this machine's, and they are load-dependent.
+
+    .venv/bin/python bench/demo_learning.py [--only TAG ...] [--eval-rows 200] [--threads 2]
+
+Writes bench/results/demo_learning.json (one record per setting, appended to the records already there for
+other settings, so a sweep can be run a setting at a time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "demo_learning.json"
+
+# tag: (answer format, training overrides). The defaults' own row is "default".
+SWEEP: dict[str, tuple[str, dict]] = {
+    "verdict_first-40": ("verdict_first", {"max_steps": 40}),
+    "reason_first-40": ("reason_first", {"max_steps": 40}),
+    "reason_first-120": ("reason_first", {"max_steps": 120}),
+    "reason_compare-120": ("reason_compare", {"max_steps": 120}),
+    "reason_first-120-lr2e-3": ("reason_first", {"max_steps": 120, "learning_rate": 2e-3}),
+}
+
+CHILD = r'''
+import json, sys, tempfile, threading, time
+from pathlib import Path
+t0 = time.perf_counter()
+import torch
+from studio_core.config import validate_config
+from studio_core.data.demo import generate_legal_audit, write_jsonl
+from studio_core.data.prepare import prepare_data
+from studio_core.evaluate.basic import generate, prompt_and_reference, _user_text
+from studio_core.evaluate.verdicts import verdict_report
+from studio_core.hardware import best_precision, hardware_profile
+from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
+from studio_core.models.targets import default_target_modules
+from studio_core.runs import model_cache_dir, studio_home
+from studio_core.train.adapters import apply_method
+from studio_core.train.precision import autocast
+from studio_core.train.batching import supervised_rows
+from studio_core.train.trainer import train
+
+answer, overrides, eval_rows, threads = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+with tempfile.TemporaryDirectory() as tmp:
+    rows_file = Path(tmp) / "demo.jsonl"
+    write_jsonl(generate_legal_audit(2400, seed=1234, answer=answer), rows_file)
+    cfg = validate_config({"data": {"path": str(rows_file)}, "training": overrides})
+    resolved = resolve_model(cfg.model.ref, model_cache_dir(studio_home()))
+    tok = load_tokenizer(resolved)
+    data = prepare_data(cfg.data, lambda: tok)
+    torch.manual_seed(cfg.training.seed)
+    model = load_model(resolved)
+    peft_model = apply_method(model, cfg.method, default_target_modules(model))
+    precision = best_precision(hardware_profile())
+    train_rows, val_rows = supervised_rows(data)
+    losses = []
+    metric = lambda **m: losses.append(m["loss"]) if "loss" in m else None
+    t1 = time.perf_counter()
+    train(cfg, peft_model, train_rows, val_rows, tok.pad_token_id, Path(tmp) / "run", precision,
+          lambda *a, **k: None, metric, threading.Event())
+    t2 = time.perf_counter()
+    prompts, refs = zip(*(prompt_and_reference(c) for c in data.val[:eval_rows]))
+    with autocast(precision, "cpu"):
+        answers = generate(peft_model, tok, list(prompts), 64, batch_size=16)
+    t3 = time.perf_counter()
+report = verdict_report([_user_text(p) for p in prompts], answers, list(refs))
+print(json.dumps({"train_minutes": (t2 - t1) / 60, "eval_minutes": (t3 - t2) / 60, "setup_minutes": (t1 - t0) / 60,
+                  "train_rows": len(train_rows), "precision": precision, "report": report,
+                  "first_losses": losses[:3], "last_losses": losses[-3:], "samples": answers[:3]}))
+'''
+
+
+def run_setting(tag: str, eval_rows: int, threads: int) -> dict:
+    answer, overrides = SWEEP[tag]
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", CHILD, answer, json.dumps(overrides), str(eval_rows), str(threads)],
+                         capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"{tag} failed:\n{out.stderr[-3000:]}")
+    record = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"tag": tag, "answer": answer, "training": overrides, "eval_rows": eval_rows,
+            "wall_minutes": (time.perf_counter() - start) / 60, **record}
+
+
+def worst_rule(report: dict) -> str:
+    rule, figures = min(report["per_rule"].items(), key=lambda kv: kv[1]["accuracy"] - kv[1]["majority_baseline"])
+    return f"{rule} {figures['accuracy']:.2f} (baseline {figures['majority_baseline']:.2f})"
+
+
+def print_table(records: list[dict]) -> None:
+    print(f"{'setting':28}{'train min':>10}{'eval min':>9}{'accuracy':>9}{'baseline':>9}{'p':>9}"
+          "  worst rule vs its baseline")
+    for r in records:
+        rep = r["report"]
+        print(f"{r['tag']:28}{r['train_minutes']:10.1f}{r['eval_minutes']:9.1f}{rep['accuracy']:9.3f}"
+              f"{rep['majority_baseline']:9.3f}{rep['p_value_vs_baseline']:9.1e}  {worst_rule(rep)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=list(SWEEP), help="Run these settings (default: all).")
+    parser.add_argument("--eval-rows", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    kept = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    for tag in args.only or list(SWEEP):
+        record = run_setting(tag, args.eval_rows, args.threads)
+        kept = [r for r in kept if r["tag"] != tag] + [record]
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(kept, indent=2) + "\n")
+        print_table([record])
+    print()
+    print_table(sorted(kept, key=lambda r: list(SWEEP).index(r["tag"]) if r["tag"] in SWEEP else 99))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
