@@ -41,33 +41,55 @@ def run_plan(config: RunConfig) -> list[str]:
     return lines
 
 
+STATUS_EVERY_S = 2.0
+# Charts redraw less often than the progress line: plotly's redraw is what a watching browser spends its CPU
+# on, and on a shared 2-core workstation that CPU comes out of training (bench/studio_overhead.py --browsers 8).
+CHARTS_EVERY_S = 6.0
+
+
 def render_run(run_id: str, key: str, live: bool = True) -> None:
-    """The monitor of `run_id`; `key` keeps widget keys unique per page. A queued or running run refreshes every
-    two seconds (each refresh costs the studio server and every watching browser a redraw of the charts); once it ends the page is drawn once more and then holds still (a download needs a page that does not
-    redraw under it)."""
+    """The monitor of `run_id`; `key` keeps widget keys unique per page. A queued or running run refreshes
+    itself: its state, progress, warnings and controls every STATUS_EVERY_S, its charts every CHARTS_EVERY_S
+    (two fragments). Once it ends the page is drawn once more and then holds still (a download needs a page
+    that does not redraw under it)."""
     if live and activity.run_state(run_id) in ACTIVE:
-        @st.fragment(run_every=2.0)
-        def refreshing() -> None:
+        @st.fragment(run_every=STATUS_EVERY_S)
+        def status() -> None:
             if activity.run_state(run_id) not in ACTIVE:
                 st.rerun()  # the whole page: its outcome, downloads and next steps, drawn once
-            _render(run_id, key)
+            if _render_status(run_id, key):
+                _controls(run_id, key)
 
-        refreshing()
-    else:
-        _render(run_id, key)
+        @st.fragment(run_every=CHARTS_EVERY_S)
+        def charts() -> None:
+            _render_charts(run_id, key)
+
+        status()
+        charts()
+    elif _render_status(run_id, key):
+        _render_charts(run_id, key)
+        _controls(run_id, key)
 
 
-def _render(run_id: str, key: str) -> None:
+def _read(run_id: str):
+    """The run and what the monitor shows of it, or None after saying why it cannot be shown."""
     run = activity._get(run_id)  # noqa: SLF001
     if run is None:
         st.info(f"Run {run_id} is no longer in the studio home (it was deleted).")
-        return
+        return None
     try:
-        status, metrics, events = run.read_status(), run.metrics(), run.events()
-        config = validate_config(run.config_data())
+        return run, run.read_status(), run.events(), validate_config(run.config_data())
     except (OSError, ValueError, StudioError) as e:  # shown, never "starting..." forever
         st.error(f"Run {run_id} cannot be read: {e}")
-        return
+        return None
+
+
+def _render_status(run_id: str, key: str) -> bool:
+    """Header, plan, progress or outcome, warnings; False when the run cannot be read (the reason is shown)."""
+    read = _read(run_id)
+    if read is None:
+        return False
+    run, status, events, config = read
     state = status["state"]
     sim = " (simulation)" if status.get("simulated") else ""
     st.subheader(f"{run_id}{sim}: {state}")
@@ -79,15 +101,26 @@ def _render(run_id: str, key: str) -> None:
         place = f"place {queue.index(run_id) + 1} in the queue" if run_id in queue else "about to start"
         st.info(f"Queued: {place} (one run at a time on this machine).")
     if state in ACTIVE:
-        with st.expander("The plan", expanded=not metrics):
+        with st.expander("The plan", expanded=not (run.path / "metrics.jsonl").exists()):
             st.markdown("\n".join(f"- {line}" for line in run_plan(config)))
         if state == "running":
             _now(status, events)
-
     else:
         _outcome(run, status, events, key)
     for warning in _unique(e["message"] for e in events if e["type"] == "warning"):
         st.warning(warning)
+    return True
+
+
+def _render_charts(run_id: str, key: str) -> None:
+    """Loss (and epsilon under privacy), learning rate, tokens/s, gradient bytes; the process's resources."""
+    run = activity._get(run_id)  # noqa: SLF001
+    if run is None:
+        return
+    try:
+        status, metrics, config = run.read_status(), run.metrics(), validate_config(run.config_data())
+    except (OSError, ValueError, StudioError):
+        return  # _render_status said why
     if any("loss" in m or "val_loss" in m for m in metrics):
         if any(m.get("epsilon") is not None for m in metrics):  # private training: the budget beside the loss
             loss, spent = st.columns(2)
@@ -104,6 +137,13 @@ def _render(run_id: str, key: str) -> None:
             st.plotly_chart(line_chart(metrics, "comm_bytes", "Gradient bytes sent per step (per process)"),
                             key=f"{key}-comm")
     _resources(run, status, key)
+
+
+def _controls(run_id: str, key: str) -> None:
+    run = activity._get(run_id)  # noqa: SLF001
+    if run is None:
+        return
+    state = run.read_status()["state"]
     _cancel_control(run_id, state, key)
     _resume_control(run, state, key)
 
