@@ -29,6 +29,7 @@ RESULTS = ROOT / "bench" / "results" / "demo_learning.json"
 SWEEP: dict[str, tuple[str, dict]] = {
     "verdict_first-40": ("verdict_first", {"max_steps": 40}),
     "reason_first-40": ("reason_first", {"max_steps": 40}),
+    "verdict_first-120": ("verdict_first", {"max_steps": 120}),
     "reason_first-120": ("reason_first", {"max_steps": 120}),
     "reason_compare-120": ("reason_compare", {"max_steps": 120}),
     "reason_first-120-lr2e-3": ("reason_first", {"max_steps": 120, "learning_rate": 2e-3}),
