@@ -136,6 +136,9 @@ def _render_charts(run_id: str, key: str) -> None:
         if any("comm_bytes" in m for m in metrics):  # step 7's gradient compression
             st.plotly_chart(line_chart(metrics, "comm_bytes", "Gradient bytes sent per step (per process)"),
                             key=f"{key}-comm")
+    elif status["state"] in ACTIVE and config.training.enabled:
+        st.caption(f"The loss and learning-rate charts appear with the first training step (charts refresh every "
+                   f"{CHARTS_EVERY_S:.0f} s, the progress line every {STATUS_EVERY_S:.0f} s).")
     _resources(run, status, key)
 
 

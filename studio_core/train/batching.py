@@ -42,7 +42,8 @@ def collate(examples: list[TokenizedExample], pad_id: int, answer_logits_only: b
     if answer_logits_only:
         shifted = torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
         keep = shifted != IGNORE_INDEX
-        if not keep.any():  # nothing supervised: keep one position so the loss stays defined (as 0/0 would not)
+        if not keep.any():  # nothing supervised: keep one (ignored) position so no tensor is empty; the loss
+            # is then 0/0, as it is with full logits (training's batches never get here: supervised_rows)
             keep[0, 0] = True
         batch["logits_to_keep"], batch["shift_labels"] = keep, shifted[keep]
     return batch

@@ -30,7 +30,9 @@ def test_a_private_run_from_step_4_shows_epsilon_live_and_its_report_on_steps_8_
     run_id = shown_run_id(page)
     page.get_by_text(re.compile(r"^Step 6, Training Exec: step \d+/10, loss .*epsilon \d+\.\d+ spent")).wait_for(
         timeout=300_000)
-    page.wait_for_timeout(2500)  # the next refresh draws the epsilon chart beside the loss
+    # The charts refresh on their own, slower cadence (app/monitor.py: CHARTS_EVERY_S): epsilon beside the loss.
+    page.get_by_text("Privacy spent (epsilon)").first.wait_for(timeout=30_000)
+    page.get_by_text("Loss", exact=True).first.wait_for()
     shot(page, "privacy-step6-live")
     page.get_by_text(re.compile(r"^Completed: .*epsilon \d+\.\d+ spent")).wait_for(timeout=400_000)
     shot(page, "privacy-step6-completed")
