@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from child import run_child  # bench/child.py
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "demo_learning.json"
@@ -88,11 +89,7 @@ print(json.dumps({"train_minutes": (t2 - t1) / 60, "eval_minutes": (t3 - t2) / 6
 def run_setting(tag: str, eval_rows: int, threads: int) -> dict:
     answer, overrides = SWEEP[tag]
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, answer, json.dumps(overrides), str(eval_rows), str(threads)],
-                         capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise SystemExit(f"{tag} failed:\n{out.stderr[-3000:]}")
-    record = json.loads(out.stdout.strip().splitlines()[-1])
+    record = run_child(CHILD, [answer, json.dumps(overrides), str(eval_rows), str(threads)], what=tag)
     return {"tag": tag, "answer": answer, "training": overrides, "eval_rows": eval_rows,
             "wall_minutes": (time.perf_counter() - start) / 60, **record}
 

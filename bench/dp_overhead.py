@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from child import run_child  # bench/child.py
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,14 +72,6 @@ print(json.dumps({"side": side, "precision": precision, "steps": len(lines), "se
 '''
 
 
-def run_child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, cwd=ROOT, check=False,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if out.returncode != 0:
-        raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
@@ -106,7 +98,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for side in ("plain", "dp"):
                 out = Path(tmp) / f"{side}-{round_}"
-                result = run_child([side, args.model, str(cache), str(rows_file), str(args.steps), str(args.batch),
+                result = run_child(CHILD, [side, args.model, str(cache), str(rows_file), str(args.steps), str(args.batch),
                                     str(args.seq), args.precision, str(out)])
                 results[side].append(result)
                 print(f"round {round_ + 1} {side:>5}: {result['seconds_per_step']:.2f} s/step, "

@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from child import run_child  # bench/child.py
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [
@@ -134,11 +134,8 @@ def _size(folder: Path, patterns: tuple[str, ...]) -> int:
 
 
 def measure(kind: str, path: Path, inputs: Path, args) -> dict:
-    done = subprocess.run([sys.executable, "-c", RUNNER, kind, str(path), str(inputs), str(args.batch),
-                           str(args.repeats), str(args.threads)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{kind} runner failed on {path}:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(RUNNER, [kind, str(path), str(inputs), str(args.batch), str(args.repeats), str(args.threads)],
+                     what=f"{kind} runner on {path}")
 
 
 def table(rows: dict[str, dict], batch: int) -> str:

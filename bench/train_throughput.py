@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from child import run_child  # bench/child.py
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,13 +98,6 @@ span = marks[-1] - marks[0]
 print(json.dumps({"tokens_per_s": per_step * (steps - 1) / span, "steps": steps,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
-
-
-def run_child(code: str, args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT)
-    if out.returncode != 0:
-        raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
