@@ -57,8 +57,9 @@ def render_run(run_id: str, key: str, live: bool = True) -> None:
         def status() -> None:
             if activity.run_state(run_id) not in ACTIVE:
                 st.rerun()  # the whole page: its outcome, downloads and next steps, drawn once
-            if _render_status(run_id, key):
-                _controls(run_id, key)
+            shown = _render_status(run_id, key)
+            if shown:
+                _controls(*shown, key)
 
         @st.fragment(run_every=CHARTS_EVERY_S)
         def charts() -> None:
@@ -66,9 +67,11 @@ def render_run(run_id: str, key: str, live: bool = True) -> None:
 
         status()
         charts()
-    elif _render_status(run_id, key):
-        _render_charts(run_id, key)
-        _controls(run_id, key)
+    else:
+        shown = _render_status(run_id, key)
+        if shown:
+            _render_charts(run_id, key)
+            _controls(*shown, key)
 
 
 def _read(run_id: str):
@@ -84,11 +87,12 @@ def _read(run_id: str):
         return None
 
 
-def _render_status(run_id: str, key: str) -> bool:
-    """Header, plan, progress or outcome, warnings; False when the run cannot be read (the reason is shown)."""
+def _render_status(run_id: str, key: str):
+    """Header, plan, progress or outcome, warnings; returns (run, state) for the controls, or None when the run
+    cannot be read (the reason is shown)."""
     read = _read(run_id)
     if read is None:
-        return False
+        return None
     run, status, events, config = read
     state = status["state"]
     sim = " (simulation)" if status.get("simulated") else ""
@@ -109,7 +113,7 @@ def _render_status(run_id: str, key: str) -> bool:
         _outcome(run, status, events, key)
     for warning in _unique(e["message"] for e in events if e["type"] == "warning"):
         st.warning(warning)
-    return True
+    return run, state
 
 
 def _render_charts(run_id: str, key: str) -> None:
@@ -142,12 +146,9 @@ def _render_charts(run_id: str, key: str) -> None:
     _resources(run, status, key)
 
 
-def _controls(run_id: str, key: str) -> None:
-    run = activity._get(run_id)  # noqa: SLF001
-    if run is None:
-        return
-    state = run.read_status()["state"]
-    _cancel_control(run_id, state, key)
+def _controls(run, state: str, key: str) -> None:
+    """Cancel (asks first) while the run is active; Resume once it stopped without completing."""
+    _cancel_control(run.run_id, state, key)
     _resume_control(run, state, key)
 
 
