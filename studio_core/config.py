@@ -572,10 +572,10 @@ def privacy_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem("pruning.enabled", "step 5's masked update is computed from the LoRA weights "
                                 "directly (m * s B@A), so the per-example gradient hooks on the LoRA layers never "
                                 "run and the clipped, noised gradient would be wrong; turn pruning or privacy off"))
-    if config.training.nproc > 1 or config.training.nnodes > 1:
-        problems.append(Problem("training.nproc", "differentially private training runs in one process in this "
-                                "version (its accounting across processes is not tested); set training.nproc=1 "
-                                "and training.nnodes=1 under privacy"))
+    if config.training.nnodes > 1:
+        problems.append(Problem("training.nnodes", "differentially private training runs on one machine in this "
+                                "version (several processes on it are tested, several machines are not); set "
+                                "training.nnodes=1 under privacy"))
     if config.privacy.secure_mode:
         from importlib.util import find_spec
 

@@ -8,7 +8,6 @@ disk, and a time estimate from a measured micro-run of real training steps on th
 from __future__ import annotations
 
 import os
-
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,7 +166,8 @@ def check_privacy(report: PreflightReport, cfg: RunConfig, data: PreparedData, s
 
     examples = sum(1 for e in data.train_tokens if e.supervised_tokens)
     try:
-        plan = plan_privacy(cfg.privacy, examples, logical_batch(cfg.training), steps)
+        processes = cfg.training.nproc * cfg.training.nnodes
+        plan = plan_privacy(cfg.privacy, examples, logical_batch(cfg.training, processes), steps)
     except ConfigError as e:
         report.errors.extend(str(p) for p in e.problems)
         return

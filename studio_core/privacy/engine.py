@@ -23,6 +23,7 @@ The loss is each example's mean over its supervised tokens, averaged over the ex
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -54,6 +55,17 @@ class IndexDataset:
         return (torch.tensor(index),)
 
 
+class ShardDataset(IndexDataset):
+    """Rank `rank`'s share of `size` row indices when `world` processes train: rows rank, rank + world, ..."""
+
+    def __init__(self, size: int, rank: int, world: int):
+        super().__init__(len(range(rank, size, world)))
+        self.rank, self.world = rank, world
+
+    def __getitem__(self, index: int):
+        return (torch.tensor(self.rank + index * self.world),)
+
+
 class IndexCollator:
     """Sampled indices -> the run's own padded batch, plus the indices (tests replay the same batches)."""
 
@@ -67,8 +79,22 @@ class IndexCollator:
         return batch
 
 
-def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each row's mean next-token loss over its supervised tokens (shape: batch)."""
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor | None = None,
+                     targets: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row's mean next-token loss over its supervised tokens (shape: batch).
+
+    With `keep` (the collator's `logits_to_keep`, a (batch, seq) mask of the positions whose next token carries
+    loss: train/batching.py) `logits` are those positions' only, flattened, and `targets` their next tokens (the
+    collator's `shift_labels`): the same losses without projecting the prompt and the padding onto the vocabulary.
+    """
+    if keep is not None:
+        tokens = torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
+                                                   reduction="none")
+        rows = keep.nonzero()[:, 0]
+        counted = (targets != IGNORE_INDEX).to(tokens.dtype)
+        sums = torch.zeros(keep.shape[0], dtype=tokens.dtype, device=tokens.device).index_add(0, rows, tokens)
+        counts = torch.zeros_like(sums).index_add(0, rows, counted)
+        return sums / counts.clamp(min=1)
     shifted_logits, shifted = logits[:, :-1].float(), labels[:, 1:]
     tokens = torch.nn.functional.cross_entropy(shifted_logits.transpose(1, 2), shifted, ignore_index=IGNORE_INDEX,
                                                reduction="none")
@@ -88,7 +114,8 @@ class PrivateSGD:
     """Opacus' pieces for one model: Poisson loader, DPOptimizer (clip, noise), accountant, per-example grads."""
 
     def __init__(self, model, optimizer, examples, collate, plan: PrivacyPlan, mode: str,
-                 autocast_dtype: torch.dtype | None = None):
+                 autocast_dtype: torch.dtype | None = None, stream: str = "0"):
+        """`stream` names this run's sampling stream where several processes train (see `_compose`)."""
         from opacus import PrivacyEngine
         from torch.utils.data import DataLoader
 
@@ -96,27 +123,50 @@ class PrivateSGD:
         self.engine = PrivacyEngine(accountant=plan.accountant, secure_mode=plan.secure_mode)
         loader = DataLoader(IndexDataset(len(examples)), batch_size=plan.logical_batch,
                             collate_fn=IndexCollator(examples, collate))
-        distributed = world_size() > 1
-        if mode == "hooks":
-            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
-
+        if mode == "hooks" and world_size() == 1:
             self.module, self.optimizer, self.loader = self.engine.make_private(
-                module=DPDDP(model) if distributed else model, optimizer=optimizer, data_loader=loader,
-                noise_multiplier=plan.noise_multiplier, max_grad_norm=plan.max_grad_norm, poisson_sampling=True,
-                loss_reduction="mean", grad_sample_mode="hooks")
+                module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=plan.noise_multiplier,
+                max_grad_norm=plan.max_grad_norm, poisson_sampling=True, loss_reduction="mean",
+                grad_sample_mode="hooks")
         else:
-            self.module, self.optimizer, self.loader = self._compose(model, optimizer, loader, distributed)
+            self.module, self.optimizer, self.loader = self._compose(model, optimizer, loader, stream)
         if not math.isclose(self.loader.sample_rate, plan.sample_rate, rel_tol=1e-12):
             raise AssertionError(f"Opacus samples at {self.loader.sample_rate}, the plan says {plan.sample_rate}")
         self.device = next(p for p in model.parameters() if p.requires_grad).device
 
-    def _compose(self, model, optimizer, loader, distributed: bool):
-        """What `make_private` builds, without the hooks module: for per-example backward passes."""
+    def _compose(self, model, optimizer, loader, stream: str):
+        """What `make_private` builds, from Opacus' parts: for DoRA's per-example backward passes (no hooks module),
+        and for several processes.
+
+        Several processes: Opacus' distributed wrapper (`DifferentiallyPrivateDistributedDataParallel`) and its
+        distributed optimizer (noise added once, on rank 0, then the all-reduce), but not its distributed sampler:
+        that one draws every rank's mask from the global RNG, which `set_seed` makes the same on every rank (the
+        same rows of each rank's shard join a step together: not independent), and it skips an empty draw (the ranks
+        fall out of step, and one runs out of batches before the last step). Here each rank Poisson-samples its own
+        shard of the rows (rank r holds rows r, r+W, ...) at the global sample rate, from a generator of its own
+        (seeded from the run's seed, the rank and the step it starts from; the CSPRNG under secure mode), and keeps
+        empty draws (a noise-only step, as in one process). Each row then joins each step with probability q,
+        independently: Poisson sampling of the whole training set, as the accountant assumes.
+        """
+        from opacus import GradSampleModule
         from opacus.data_loader import DPDataLoader
+        from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
         from opacus.optimizers import get_optimizer_class
 
-        dp_loader = DPDataLoader.from_data_loader(loader, generator=self.engine.secure_rng, distributed=distributed)
-        rate = 1 / len(loader)
+        distributed, rate = world_size() > 1, 1 / len(loader)
+        if distributed:
+            rank = torch.distributed.get_rank()
+            generator = self.engine.secure_rng
+            if generator is None:
+                digest = hashlib.sha256(f"{stream}/rank-{rank}".encode()).digest()
+                generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+            dp_loader = DPDataLoader(ShardDataset(len(loader.dataset), rank, world_size()), sample_rate=rate,
+                                     collate_fn=loader.collate_fn, generator=generator)
+            model = DPDDP(model)
+        else:
+            dp_loader = DPDataLoader.from_data_loader(loader, generator=self.engine.secure_rng)
+        if self.mode == "hooks":
+            model = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         optimizer_class = get_optimizer_class(clipping="flat", distributed=distributed, grad_sample_mode="hooks")
         dp_optimizer = optimizer_class(
             optimizer=optimizer, noise_multiplier=self.plan.noise_multiplier, max_grad_norm=self.plan.max_grad_norm,
@@ -149,7 +199,8 @@ class PrivateSGD:
         batch = {k: v.to(self.device) for k, v in batch.items() if k != "index"}
         tokens = int(batch["attention_mask"].sum())
         if self.mode == "hooks":
-            losses = per_example_loss(self._forward(self.module, batch), batch["labels"])
+            losses = per_example_loss(self._forward(self.module, batch), batch["labels"],
+                                      batch.get("logits_to_keep"), batch.get("shift_labels"))
             with warnings.catch_warnings():  # lora_A's input needs no gradient; its hook still fires, as intended
                 warnings.filterwarnings("ignore", message="Full backward hook is firing")
                 losses.mean().backward()
@@ -157,16 +208,19 @@ class PrivateSGD:
         return self._per_example(batch), rows, tokens
 
     def _forward(self, module, batch) -> torch.Tensor:
+        """Logits; only the supervised positions' where the collator marked them (`logits_to_keep`)."""
+        keep = {"logits_to_keep": batch["logits_to_keep"]} if "logits_to_keep" in batch else {}
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                             enabled=self.autocast_dtype is not None):
-            return module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **keep).logits
 
     def _per_example(self, batch) -> float:
         params, total = self.optimizer.params, 0.0
         grads: list[list[torch.Tensor]] = [[] for _ in params]
         for row in range(batch["input_ids"].shape[0]):
             width = int(batch["attention_mask"][row].sum())
-            one = {k: v[row: row + 1, :width] for k, v in batch.items()}
+            # Full logits for the one row (the flattened `shift_labels` of the batch do not slice by row).
+            one = {k: v[row: row + 1, :width] for k, v in batch.items() if k not in ("logits_to_keep", "shift_labels")}
             loss = per_example_loss(self._forward(self.module, one), one["labels"])[0]
             for slot, g, p in zip(grads, torch.autograd.grad(loss, params, allow_unused=True), params):
                 slot.append(torch.zeros_like(p) if g is None else g)
@@ -191,6 +245,12 @@ class PrivateTrainer:
         return self.trainer.state
 
     @property
+    def answer_logits_only(self) -> bool:
+        """Whether the LM head ran only at the supervised positions: with the hooks where the Trainer's collator
+        marks them; never in DoRA's per-example passes (full logits for each row)."""
+        return self.mode == "hooks" and bool(getattr(self.trainer.data_collator, "answer_logits_only", False))
+
+    @property
     def model_wrapped(self):
         return self.sgd.module if self.sgd else self.trainer.model
 
@@ -207,8 +267,9 @@ class PrivateTrainer:
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+        start = Path(resume_from_checkpoint).name if resume_from_checkpoint else "start"
         self.sgd = PrivateSGD(model, optimizer, t.train_dataset.examples, t.data_collator, self.plan, self.mode,
-                              torch.bfloat16 if args.bf16 else None)
+                              torch.bfloat16 if args.bf16 else None, stream=f"seed-{args.seed}/{start}")
         scheduler = get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(
             args.max_steps), num_training_steps=args.max_steps)
         t.state = TrainerState(is_local_process_zero=t.is_local_process_zero(),

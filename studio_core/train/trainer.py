@@ -286,7 +286,8 @@ def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int,
         best_val_loss=state.best_metric, overfitting_warned=callback.overfitting_warned,
         stopped_early=state.global_step < cfg.training.max_steps and not callback.cancelled,
         history=state.log_history,
-        answer_logits_only=getattr(getattr(trainer, "data_collator", None), "answer_logits_only", False),
+        answer_logits_only=getattr(trainer, "answer_logits_only",  # PrivateTrainer says; else the collator
+                                   getattr(getattr(trainer, "data_collator", None), "answer_logits_only", False)),
     )
 
 

@@ -55,15 +55,23 @@ def brute_force(model, batch, params):
 
 
 @pytest.mark.parametrize("dora,mode", [(False, "hooks"), (True, "per_example")])
-def test_per_example_gradients_equal_one_backward_per_example(dora, mode):
+@pytest.mark.parametrize("answer_logits", [False, True], ids=["full-logits", "answer-logits"])
+def test_per_example_gradients_equal_one_backward_per_example(dora, mode, answer_logits):
+    """Also with the training collator's answer-only logits (`logits_to_keep`): the same losses and gradients."""
     torch.manual_seed(0)
     model, data = tiny_peft(dora), examples(8)
     twin = copy.deepcopy(model)  # the same weights, without Opacus' hooks
-    collate = Collator(pad_id=0)
+    collate = Collator(0, answer_logits)
     sgd = PrivateSGD(model, torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1), data,
                      collate, plan(len(data), 4), mode)
     batch = collate(data[:4])  # padded rows of different lengths and prompt masks
-    sgd.backward(batch)
+    assert ("logits_to_keep" in batch) is answer_logits
+    loss_sum, rows, _ = sgd.backward(batch)
+    with torch.no_grad():  # the reference losses: full logits, one row at a time
+        want = sum(float(per_example_loss(twin(input_ids=batch["input_ids"][i:i + 1],
+                                               attention_mask=batch["attention_mask"][i:i + 1]).logits,
+                                          batch["labels"][i:i + 1])[0]) for i in range(4))
+    assert rows == 4 and loss_sum == pytest.approx(want, rel=1e-5)
     names = {id(p): n for n, p in model.named_parameters()}
     params = sgd.optimizer.params
     assert any("lora_A" in names[id(p)] for p in params) and any("lora_B" in names[id(p)] for p in params)

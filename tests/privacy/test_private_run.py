@@ -42,6 +42,8 @@ def check_private_run(run):
     spent = [m["epsilon"] for m in lines]
     assert [m["step"] for m in lines] == [1, 2, 3, 4] and spent == sorted(spent) and 0 < spent[0] < spent[-1]
     assert spent[-1] == pytest.approx(report["epsilon"], abs=1e-4)
+    if report["per_sample_gradients"] == "Opacus GradSampleModule hooks":  # the LM head only where loss is taken
+        assert json.loads((run.artifacts / "training.json").read_text())["answer_logits_only"] is True
     events = run.events()
     plan = next(e for e in events if e["type"] == "privacy_plan")
     assert "training.max_grad_norm=1 does not apply" in plan["message"]
@@ -143,7 +145,7 @@ def test_delta_defaults_to_a_tenth_of_one_over_n_and_is_refused_at_one_over_n():
     ({"training": {"gradient_checkpointing": True}}, "training.gradient_checkpointing", "hooks"),
     ({"privacy": {"target_epsilon": None}}, "privacy.target_epsilon", "noise_multiplier"),
     ({"pruning": {"enabled": True}}, "pruning.enabled", "per-example gradient hooks"),
-    ({"training": {"nproc": 2}}, "training.nproc", "one process"),
+    ({"training": {"nnodes": 2, "rdzv_endpoint": "node0:29500"}}, "training.nnodes", "one machine"),
 ])
 def test_what_the_privacy_analysis_does_not_cover_is_refused_with_the_reason(change, field, words):
     data = {"privacy": {"enabled": True}}
@@ -153,3 +155,14 @@ def test_what_the_privacy_analysis_does_not_cover_is_refused_with_the_reason(cha
         validate_config(data)
     problem = next(p for p in e.value.problems if p.field == field)
     assert words in problem.message
+
+
+def test_a_dora_run_trains_privately_with_one_backward_per_example(tmp_path):
+    """DoRA's per-example passes take full logits for each row, whatever the training collator adds."""
+    data = private_config(target_epsilon=6.0).model_dump(mode="json")
+    data["method"]["name"] = "dora"
+    run = workflow.run(validate_config(data), tmp_path)
+    check_private_run(run)
+    report = json.loads((run.artifacts / "privacy.json").read_text())
+    assert report["per_sample_gradients"] == "one backward pass per example (exact)"
+    assert json.loads((run.artifacts / "training.json").read_text())["answer_logits_only"] is False
