@@ -12,10 +12,13 @@ Throughput is training tokens per second: the median of the per-step figures in 
 steps, which pay one-off costs, left out). Target: studio >= 0.95x cli with 2 browsers (issue 11), >= 0.9x with
 8 (issue 18's load check: every page view must also come back without an error). The browsers share the 2 cores
 with the run: their CPU seconds and the studio server's are printed beside the ratio. On a LAN the browsers run
-on teammates' machines; `--browser-nice 19` stands in for that (only the studio server competes). Results in
-bench/results/studio_overhead.json.
+on teammates' machines, and only the studio server's work competes with training. Two stand-ins for that:
+`--browser-nice 19` (the browsers still take the cores whenever training leaves them idle for a moment, and a
+preempted OpenMP thread stalls the step) and `--browser-cpus 1` (the browsers pinned to CPU 1; the CLI baseline,
+the studio server and its job pinned to the other CPUs, OMP_NUM_THREADS their count, in both variants alike).
+Results in bench/results/studio_overhead.json.
 
-    .venv/bin/python bench/studio_overhead.py [--rounds 2] [--steps 40] [--gc] [--browsers 8]
+    .venv/bin/python bench/studio_overhead.py [--rounds 2] [--steps 40] [--gc] [--browsers 8] [--browser-cpus 1]
 """
 
 from __future__ import annotations
@@ -60,10 +63,25 @@ def tokens_per_s(run_dir: Path) -> float:
     return statistics.median(figures)
 
 
-def cli_round(cfg_file: Path, env: dict) -> dict:
+def pinned(cpus: set[int] | None) -> list[str]:
+    """A command prefix that pins the command (and everything it starts) to `cpus`; None: no pinning."""
+    return [] if cpus is None else ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
+
+
+def chromium_on(cpus: set[int] | None) -> str:
+    """Chromium's executable, or a wrapper that starts it (and so all its processes) pinned to `cpus`."""
+    if cpus is None:
+        return CHROMIUM
+    wrapper = Path(tempfile.mkdtemp(prefix="overhead-chromium-")) / "chromium"
+    wrapper.write_text(f'#!/bin/sh\nexec {" ".join(pinned(cpus))} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def cli_round(cfg_file: Path, env: dict, run_cpus: set[int] | None = None) -> dict:
     home = Path(tempfile.mkdtemp(prefix="overhead-cli-"))
-    out = subprocess.run([sys.executable, "-m", "studio_core.cli", "run", str(cfg_file), "--home", str(home)],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(pinned(run_cpus) + [sys.executable, "-m", "studio_core.cli", "run", str(cfg_file), "--home",
+                                             str(home)], env=env, capture_output=True, text=True, check=True)
     run_dir = Path(out.stdout.strip().splitlines()[-1])
     return {"tokens_per_s": tokens_per_s(run_dir), "run": str(run_dir)}
 
@@ -89,14 +107,15 @@ def renice_browsers(nice: int) -> None:
                 continue
 
 
-def studio_round(cfg_file: Path, env: dict, gc_on: bool, browsers: int, browser_nice: int = 0) -> dict:
+def studio_round(cfg_file: Path, env: dict, gc_on: bool, browsers: int, browser_nice: int = 0,
+                 run_cpus: set[int] | None = None, browser_cpus: set[int] | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
     from studio_core.share import streamlit_command
 
     home = Path(tempfile.mkdtemp(prefix="overhead-studio-"))
     port = free_port()
-    command = streamlit_command(port, False) + (["--runner.postScriptGC", "true"] if gc_on else [])
+    command = pinned(run_cpus) + streamlit_command(port, False) + (["--runner.postScriptGC", "true"] if gc_on else [])
     studio = subprocess.Popen(command, env={**env, "PEFT_STUDIO_HOME": str(home)}, cwd=tempfile.gettempdir(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -111,7 +130,7 @@ def studio_round(cfg_file: Path, env: dict, gc_on: bool, browsers: int, browser_
                     raise
                 time.sleep(0.2)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = p.chromium.launch(executable_path=chromium_on(browser_cpus), args=ARGS)
             pages, errors = [], []
             for _ in range(browsers):  # teammates; the first page view also starts the studio's supervisor
                 page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
@@ -158,16 +177,26 @@ def main() -> int:
     parser.add_argument("--browser-nice", type=int, default=0,
                         help="run the browsers at this niceness (19: they stand in for teammates' own machines, so "
                         "that only the studio server's work competes with training; 0: they share the cores)")
+    parser.add_argument("--browser-cpus", default=None,
+                        help="pin the browsers to these CPUs (e.g. 1) and every run, CLI and studio alike, to the "
+                        "others: the browsers stand in for teammates' machines and cost the run nothing")
     args = parser.parse_args()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    browser_cpus = run_cpus = None
+    if args.browser_cpus:
+        browser_cpus = {int(c) for c in args.browser_cpus.split(",")}
+        run_cpus = os.sched_getaffinity(0) - browser_cpus
+        if not run_cpus:
+            parser.error(f"--browser-cpus {args.browser_cpus} leaves no CPU for the run")
+        env["OMP_NUM_THREADS"] = str(len(run_cpus))
     cfg_file = Path(tempfile.mkdtemp(prefix="overhead-")) / "config.json"
     cfg_file.write_text(json.dumps(config(args.steps)))
     variants = ["cli", "studio"] + (["studio-gc"] if args.gc else [])
     results: dict[str, list[dict]] = {v: [] for v in variants}
     for round_ in range(args.rounds):
         for variant in variants:  # alternated: cli, studio, (studio-gc), cli, studio, ...
-            r = cli_round(cfg_file, env) if variant == "cli" else studio_round(cfg_file, env, variant == "studio-gc",
-                                                                                args.browsers, args.browser_nice)
+            r = cli_round(cfg_file, env, run_cpus) if variant == "cli" else studio_round(
+                cfg_file, env, variant == "studio-gc", args.browsers, args.browser_nice, run_cpus, browser_cpus)
             results[variant].append(r)
             print(f"round {round_ + 1} {variant:9s} {r['tokens_per_s']:8.1f} tokens/s"
                   + (f"  (studio server {r['studio_server_cpu_s']} CPU s, {args.browsers} browsers "
@@ -186,7 +215,8 @@ def main() -> int:
     out = ROOT / "bench" / "results" / "studio_overhead.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"steps": args.steps, "rounds": args.rounds, "browsers": args.browsers,
-                               "browser_nice": args.browser_nice,
+                               "browser_nice": args.browser_nice, "browser_cpus": sorted(browser_cpus or []),
+                               "run_cpus": sorted(run_cpus or []),
                                "results": summary}, indent=2))
     ratio = summary["studio"]["ratio_to_cli"]
     target = 0.95 if args.browsers <= 2 else 0.9
