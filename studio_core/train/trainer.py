@@ -155,7 +155,7 @@ class StudioCallback(TrainerCallback):
             self.overfitting_warned = True
             self.emit("warning", f"overfitting at step {step}: validation loss rose {a:.4f} -> {b:.4f} -> {c:.4f} "
                                  "while training loss fell; the model is memorising the training set. Fewer steps, "
-                                 "more data or a lower learning rate help.", kind="overfitting", step=step)
+                                 "more data or a lower learning rate help.", warning="overfitting", step=step)
 
 
 def _float(value) -> float | None:

@@ -258,3 +258,20 @@ def test_early_stopping_ships_the_best_checkpoint_and_reports_its_own_val_loss(t
     shipped = load_file(run.artifacts / "adapter" / "adapter_model.safetensors")
     kept = load_file(run.path / "checkpoints" / summary["best_checkpoint"] / "adapter_model.safetensors")
     assert shipped.keys() == kept.keys() and all((shipped[k] == kept[k]).all() for k in shipped)
+
+
+def test_the_overfitting_warning_is_recorded_as_a_run_event(tmp_path):
+    """Through the real RunContext.emit (its first argument is the event's type): the warning lands in events.jsonl."""
+    from studio_core.context import RunContext
+    from studio_core.train.trainer import StudioCallback
+
+    config = tiny_config()
+    run = RunStore(tmp_path).create(config.model_dump_json(), "20261201-000000-overfit-0000", ["training_exec"], False)
+    ctx = RunContext(config=config, run=run, home=tmp_path, cancel=threading.Event())
+    callback = StudioCallback(ctx.emit, lambda **m: None, threading.Event(), 10)
+    callback.train_losses = [2.0, 1.8, 1.0, 0.9]  # falling
+    callback.val_losses = [(2, 1.0), (4, 1.1), (6, 1.2)]  # rising on each of the last two evaluations
+    callback._check_overfitting(6)
+    (warning,) = [e for e in run.events() if e["type"] == "warning"]
+    assert warning["warning"] == "overfitting" and warning["step"] == 6 and "1.0000 -> 1.1000 -> 1.2000" in \
+        warning["message"]
