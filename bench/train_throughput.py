@@ -4,9 +4,18 @@ Both sides train LoRA (r=16, every attention and MLP projection) on the same mod
 sequence length, batch and number of steps, in bf16 autocast where the CPU supports it, each in its own
 process (so peak RSS is its own). The baseline script uses no studio code: it reads the rows from a JSONL
 file and tokenizes them itself. Throughput counts non-padding tokens over the steps after the first
-(warm-up) one. Prints a table with the ratios and writes bench/results/train_throughput.json.
+(warm-up) one. `--studio-method JSON` adds a third side, the studio with those method settings (e.g.
+'{"dropout": 0}'), to measure one lever against the same baseline in the same run.
+
+It also measures this machine's bf16 (or fp32) matmul peak (2048^3, the run's threads) and prints each side's
+model FLOP/s against it. Model FLOPs per token: 4 x the weights a token passes (forward 2, the backward's input
+gradient 2; the frozen base takes no weight gradient) outside the embedding, plus 4 x vocabulary x hidden for the
+LM head at the share of positions the loss is taken at (the studio projects only those; the baseline all of
+them, which this count does not credit). Targets (issue 19): studio >= 2.0x the baseline's tokens/s, peak RSS
+<= 1.0x; the goal, >= 40% of the peak. Writes bench/results/train_throughput.json.
 
     .venv/bin/python bench/train_throughput.py [--model REF] [--steps 12] [--batch 4] [--seq 256] [--rounds 2]
+                                               [--studio-method '{"dropout": 0}']
 """
 
 from __future__ import annotations
@@ -72,9 +81,9 @@ from studio_core.models.targets import default_target_modules
 from studio_core.train.adapters import apply_method
 from studio_core.train.trainer import train
 
-model_ref, cache, rows_file, steps, batch, seq, precision, out_dir = sys.argv[1:9]
+model_ref, cache, rows_file, steps, batch, seq, precision, out_dir, method = sys.argv[1:10]
 steps, batch, seq = int(steps), int(batch), int(seq)
-cfg = validate_config({"model": {"ref": model_ref}, "data": {"max_length": seq},
+cfg = validate_config({"model": {"ref": model_ref}, "data": {"max_length": seq}, "method": json.loads(method),
     "training": {"max_steps": steps, "per_device_batch_size": batch, "gradient_accumulation_steps": 1,
                  "learning_rate": 5e-4, "warmup_ratio": 0.0, "eval_steps": steps, "save_steps": steps,
                  "early_stopping_patience": 0, "eval_rows": 1, "precision": precision}})
@@ -95,9 +104,38 @@ lengths = [len(e.input_ids) for e in examples[: steps * batch]]
 # Trainer shuffles with its seed, so count tokens as the mean per step times the steps measured.
 per_step = sum(lengths) / steps
 span = marks[-1] - marks[0]
+used = examples[: steps * batch]
 print(json.dumps({"tokens_per_s": per_step * (steps - 1) / span, "steps": steps,
+                  "supervised_share": sum(e.supervised_tokens for e in used) / sum(lengths),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
+
+PEAK = r'''
+import json, sys, time
+import torch
+torch.set_num_threads(int(sys.argv[2]))
+dtype = torch.bfloat16 if sys.argv[1] == "bf16" else torch.float32
+a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+for _ in range(3):
+    a @ b
+best = 0.0
+for _ in range(10):
+    t = time.perf_counter()
+    a @ b
+    best = max(best, 2 * 2048 ** 3 / (time.perf_counter() - t))
+print(json.dumps({"gflop_per_s": best / 1e9}))
+'''
+
+
+def flops_per_token(model_dir: str, supervised_share: float) -> float:
+    """Model FLOPs per trained token (see the module docstring), from the model's config."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model_dir)
+    head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    attention = c.hidden_size * head * (2 * c.num_attention_heads + 2 * c.num_key_value_heads)
+    mlp = 3 * c.hidden_size * c.intermediate_size
+    return 4 * c.num_hidden_layers * (attention + mlp) + 4 * c.vocab_size * c.hidden_size * supervised_share
 
 
 def main() -> None:
@@ -107,6 +145,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--studio-method", default=None, help="JSON method settings for a third side, 'studio+'")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -120,29 +159,46 @@ def main() -> None:
     resolved = resolve_model(args.model, cache)
     precision = best_precision(hardware_profile())
     rows = load_records_as_conversations(generate_legal_audit(args.steps * args.batch), "alpaca").rows
-    results: dict[str, list[dict]] = {"studio": [], "baseline": []}
+    sides = ["baseline", "studio"] + (["studio+"] if args.studio_method else [])
+    results: dict[str, list[dict]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         rows_file = Path(tmp) / "rows.jsonl"
         rows_file.write_text("".join(json.dumps({"messages": r}) + "\n" for r in rows))
         common = [str(rows_file), str(args.steps), str(args.batch), str(args.seq), precision]
         for i in range(args.rounds):  # alternate, so drift on the machine hits both sides alike
             results["baseline"].append(run_child(BASELINE, [str(resolved.path), *common]))
-            results["studio"].append(run_child(STUDIO, [args.model, str(cache), *common, f"{tmp}/studio-{i}"]))
+            results["studio"].append(run_child(STUDIO, [args.model, str(cache), *common, f"{tmp}/studio-{i}", "{}"]))
+            if args.studio_method:
+                results["studio+"].append(run_child(STUDIO, [args.model, str(cache), *common, f"{tmp}/studio+-{i}",
+                                                             args.studio_method]))
+        import torch
+
+        peak = run_child(PEAK, [precision, str(torch.get_num_threads())])["gflop_per_s"]
+    share = statistics.median(r["supervised_share"] for r in results["studio"])
+    per_token = flops_per_token(str(resolved.path), share)
     summary = {side: {"tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
                       "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs)}
                for side, runs in results.items()}
-    ratios = {"throughput": summary["studio"]["tokens_per_s"] / summary["baseline"]["tokens_per_s"],
-              "peak_rss": summary["studio"]["peak_rss_mb"] / summary["baseline"]["peak_rss_mb"]}
+    for side in summary.values():
+        side["model_gflop_per_s"] = side["tokens_per_s"] * per_token / 1e9
+        side["share_of_peak"] = side["model_gflop_per_s"] / peak
+    base = summary["baseline"]
+    ratios = {side: {"throughput": v["tokens_per_s"] / base["tokens_per_s"],
+                     "peak_rss": v["peak_rss_mb"] / base["peak_rss_mb"]} for side, v in summary.items()}
     print(f"model {args.model}, {args.steps} steps x batch {args.batch} x seq <= {args.seq}, {precision}, "
-          f"{args.rounds} alternated rounds (medians)")
-    print(f"{'':10}{'tokens/s':>12}{'peak RSS MB':>14}")
-    for side in ("baseline", "studio"):
-        print(f"{side:10}{summary[side]['tokens_per_s']:12.1f}{summary[side]['peak_rss_mb']:14.0f}")
-    print(f"{'ratio':10}{ratios['throughput']:11.3f}x{ratios['peak_rss']:13.3f}x   "
-          "(targets: throughput >= 0.95x, peak RSS <= 1.10x)")
+          f"{args.rounds} alternated rounds (medians); {precision} matmul peak {peak:.0f} GFLOP/s; "
+          f"{per_token / 1e6:.0f} MFLOP per token (supervised share {share:.2f})")
+    if args.studio_method:
+        print(f"studio+ = the studio with method {args.studio_method}")
+    print(f"{'':10}{'tokens/s':>10}{'x baseline':>12}{'peak RSS MB':>13}{'x baseline':>12}{'GFLOP/s':>9}{'of peak':>9}")
+    for side, v in summary.items():
+        print(f"{side:10}{v['tokens_per_s']:10.1f}{ratios[side]['throughput']:11.3f}x{v['peak_rss_mb']:13.0f}"
+              f"{ratios[side]['peak_rss']:11.3f}x{v['model_gflop_per_s']:9.1f}{v['share_of_peak']:9.1%}")
+    print("targets: studio >= 2.0x the baseline's tokens/s, peak RSS <= 1.0x; goal: >= 40% of the peak")
     out = ROOT / "bench" / "results" / "train_throughput.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "precision": precision, "runs": results, "median": summary,
+    out.write_text(json.dumps({"args": vars(args), "precision": precision, "peak_gflop_per_s": peak,
+                               "model_flop_per_token": per_token, "runs": results, "median": summary,
                                "ratios": ratios}, indent=2))
 
 
