@@ -153,8 +153,11 @@ def _check_text(key: str, value: Any) -> str:
                 f"{value['expected_steps']} of {value['steps']} steps (sample rate {value['sample_rate']:.5f}, delta "
                 f"{value['delta']:.2g}, N = {value['examples']}); {value['per_sample_gradients']}")
     if key == "time_estimate":
-        return (f"~{value['estimated_training_s']:.0f} s for {value['max_steps']} steps "
-                f"({value['seconds_per_optimizer_step']:.2f} s/step on the {value['measured_on']})")
+        validation = (f" + {value['validation_s']:.0f} s for {value['validations']} validations"
+                      if "validation_s" in value else "")  # runs from before the estimate counted them
+        return (f"~{value['estimated_training_s']:.0f} s of training: {value['max_steps']} steps at "
+                f"{value['seconds_per_optimizer_step']:.2f} s/step{validation} (measured on the {value['measured_on']}; "
+                "step 8's evaluation comes after it)")
     return str(value)
 
 

@@ -8,6 +8,8 @@ disk, and a time estimate from a measured micro-run of real training steps on th
 from __future__ import annotations
 
 import os
+import random
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -240,6 +242,32 @@ def check_disk(report: PreflightReport, cfg: RunConfig, run_path, base_params: i
                                "free where its run dir is")
 
 
+def expected_padded_tokens(lengths: list[int], batch: int, draws: int = 400) -> float:
+    """Rows x longest row of a batch of `batch` rows drawn at random (as the Trainer's sampler draws them), on
+    average: what a training batch costs, padding included."""
+    if not lengths:
+        return 0.0
+    rng = random.Random(0)
+    return statistics.fmean(batch * max(rng.choices(lengths, k=batch)) for _ in range(draws))
+
+
+def _forward_seconds(peft_model, batch, precision: str, device: str) -> float:
+    """One no-grad forward of `batch` in eval mode (what a validation batch costs), the faster of two."""
+    import torch
+
+    peft_model.eval()
+    times = []
+    try:
+        for _ in range(2):
+            start = time.perf_counter()
+            with torch.no_grad(), autocast(precision, device):
+                peft_model(**batch)  # with the labels and the training's collation, as the Trainer evaluates
+            times.append(time.perf_counter() - start)
+    finally:
+        peft_model.train()
+    return min(times)
+
+
 def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: PreparedData, pad_id: int,
               precision: str, simulated: bool) -> None:
     """Time `micro_run_steps` real forward/backward/optimizer steps; estimate the whole run from them."""
@@ -270,13 +298,27 @@ def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: Prepare
         times.append(time.perf_counter() - start)
         losses.append(loss.item())
     # The first step pays one-off costs (allocation, kernel selection): time from the later ones.
-    per_batch = min(times[1:]) if len(times) > 1 else times[0]
+    per_batch = statistics.median(times[1:]) if len(times) > 1 else times[0]
+    forward = _forward_seconds(peft_model, batch, precision, device.type)
+    t = cfg.training
+    rows, width = batch["input_ids"].shape
+    # A batch costs about its padded size, rows x its longest row: scale the measured batch to the run's own.
+    train_batch = expected_padded_tokens([len(e.input_ids) for e in learnable], t.per_device_batch_size)
+    per_train_batch = per_batch * train_batch / (rows * width)
+    per_step = per_train_batch * t.gradient_accumulation_steps
+    # The periodic validation (on start, then every eval_steps): eval_rows held-out rows, forward only.
+    evaluations = 1 + t.max_steps // t.eval_steps
+    val = [len(e.input_ids) for e in [e for e in data.val_tokens if e.supervised_tokens][: t.eval_rows]]
+    val_tokens = sum(t.per_device_batch_size * max(val[i: i + t.per_device_batch_size])
+                     for i in range(0, len(val), t.per_device_batch_size))
+    validation_s = evaluations * forward * val_tokens / (rows * width)
+    steps_s = per_step * t.max_steps
     tokens = int(batch["attention_mask"].sum())
-    per_step = per_batch * cfg.training.gradient_accumulation_steps
     report.facts["time_estimate"] = {
-        "micro_run_steps": steps, "seconds_per_batch": round(per_batch, 4), "tokens_per_batch": tokens,
+        "micro_run_steps": steps, "seconds_per_batch": round(per_train_batch, 4), "tokens_per_batch": tokens,
         "tokens_per_s": round(tokens / per_batch, 1), "seconds_per_optimizer_step": round(per_step, 3),
-        "max_steps": cfg.training.max_steps, "estimated_training_s": round(per_step * cfg.training.max_steps, 1),
+        "max_steps": t.max_steps, "steps_s": round(steps_s, 1), "validations": evaluations,
+        "validation_s": round(validation_s, 1), "estimated_training_s": round(steps_s + validation_s, 1),
         "micro_run_losses": [round(x, 4) for x in losses],
         "measured_on": "simulation model" if simulated else "base model",
     }

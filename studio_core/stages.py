@@ -122,8 +122,9 @@ def _summary(facts: dict) -> str:
     if "memory_gib" in facts:
         parts.append(f"~{facts['memory_gib']['total']:.2f} GiB")
     if "time_estimate" in facts:
-        parts.append(f"~{facts['time_estimate']['estimated_training_s']:.0f} s for "
-                     f"{facts['time_estimate']['max_steps']} steps")
+        parts.append(f"~{facts['time_estimate']['estimated_training_s']:.0f} s of training for "
+                     f"{facts['time_estimate']['max_steps']} steps and {facts['time_estimate']['validations']} "
+                     "validations")
     return "go: " + ", ".join(parts)
 
 

@@ -75,7 +75,8 @@ def _no_go(config: RunConfig) -> tuple[workflow.StageFailed, dict[str, Any]]:
 
 def test_go_report_has_parameters_memory_and_a_measured_time(alpaca_file: Path, studio_env: Path) -> None:
     events: list[dict[str, Any]] = []
-    run = workflow.run(_config(str(alpaca_file)), on_event=events.append)
+    config = _config(str(alpaca_file))
+    run = workflow.run(config, on_event=events.append)
 
     assert run.path.parent == studio_env / "runs"
     status = _read(run, "status.json")
@@ -98,6 +99,10 @@ def test_go_report_has_parameters_memory_and_a_measured_time(alpaca_file: Path, 
     assert timing["seconds_per_batch"] > 0 and timing["tokens_per_batch"] > 0
     assert timing["measured_on"] == "base model" and timing["micro_run_steps"] == 2
     assert len(timing["micro_run_losses"]) == 2
+    # Training's time: its optimizer steps and the periodic validations (on start, then every eval_steps).
+    assert timing["validations"] == 1 + config.training.max_steps // config.training.eval_steps
+    assert timing["validation_s"] > 0 and timing["steps_s"] > 0
+    assert timing["estimated_training_s"] == pytest.approx(timing["steps_s"] + timing["validation_s"], abs=0.11)
     assert all(math.isfinite(x) and x > 0 for x in timing["micro_run_losses"])
     assert report["tokens"]["no_supervised_tokens"] == 0 and report["tokens"]["max_length"] == 256
     assert report["rank"]["train_rows"] == 36  # 40 rows, 10% held out
@@ -198,3 +203,12 @@ def test_no_go_when_the_run_would_fill_the_disk(alpaca_file: Path, monkeypatch) 
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
     _, report = _no_go(_config(str(alpaca_file), training={"enabled": True}, method={"enabled": True}))
     assert any("only 0.00 GiB is free" in e and "PEFT_STUDIO_HOME" in e for e in report["errors"])
+
+
+def test_a_batch_costs_its_rows_times_its_longest_row_on_average() -> None:
+    from studio_core.preflight import expected_padded_tokens
+
+    assert expected_padded_tokens([50] * 10, 4) == 200  # no padding
+    mixed = expected_padded_tokens([10] * 9 + [100], 4)  # one long row in ten pads every batch it lands in
+    assert 4 * 100 * (1 - 0.9 ** 4) + 40 * 0.9 ** 4 == pytest.approx(mixed, rel=0.1)
+    assert expected_padded_tokens([], 4) == 0.0
