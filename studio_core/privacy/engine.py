@@ -301,7 +301,8 @@ class PrivateTrainer:
     def _physical_batches(self, steps: int):
         """One iterator over the whole run: the Poisson sampler draws `steps` logical batches, each split into
         physical batches of at most the per-device batch (BatchMemoryManager tells the optimizer where each
-        logical batch ends). One iterator, so a resumed run draws exactly the batches the uninterrupted one would."""
+        logical batch ends). One iterator, so a resumed run in one process draws exactly the batches the
+        uninterrupted one would (with several processes each rank draws from a fresh stream: `PrivateSGD._compose`)."""
         from opacus.utils.batch_memory_manager import BatchMemoryManager
 
         sampler = self.sgd.loader.batch_sampler
