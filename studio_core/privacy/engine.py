@@ -166,6 +166,7 @@ class PrivateSGD:
         else:
             dp_loader = DPDataLoader.from_data_loader(loader, generator=self.engine.secure_rng)
         if self.mode == "hooks":
+            self.engine.validate(module=model, optimizer=None, data_loader=None)  # as make_private does
             model = GradSampleModule(model, batch_first=True, loss_reduction="mean")
         optimizer_class = get_optimizer_class(clipping="flat", distributed=distributed, grad_sample_mode="hooks")
         dp_optimizer = optimizer_class(
