@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from studio_core.data.load import load_conversations  # noqa: E402
+from studio_core.data.schemas import ROLES as CHAT_ROLES  # noqa: E402
 from studio_core.errors import DataError  # noqa: E402
 
 FIELDS = ["instruction", "input", "output", "prompt", "completion", "messages", "conversations", "role", "content",
@@ -53,7 +54,7 @@ valid_records = st.lists(st.one_of(
     st.fixed_dictionaries({"prompt": words, "completion": words}),
     st.fixed_dictionaries({"instruction": words, "output": words}, optional={"input": words}),
 ), min_size=1, max_size=6)
-ROLES = {"system", "user", "assistant"}
+ROLES = set(CHAT_ROLES)  # a chat row's roles; a `text` row (continued pre-training) is one {"role": "text"} message
 
 
 class Tally:
@@ -90,9 +91,12 @@ def _load(tally: Tally, folder: Path, name: str, data: bytes, file_format: str, 
     except Exception as e:  # noqa: BLE001 - this is what the fuzzer looks for
         tally.unexpected_outcome(f"UNEXPECTED {type(e).__name__}", data[:300], traceback.format_exc())
         return
+    def message(m, roles) -> bool:
+        return isinstance(m, dict) and m.get("role") in roles and isinstance(m.get("content"), str)
+
     well_formed = loaded.rows and len(loaded.rows) == len(loaded.locations) and all(
-        isinstance(row, list) and row and all(isinstance(m, dict) and m.get("role") in ROLES
-                                              and isinstance(m.get("content"), str) for m in row)
+        isinstance(row, list) and row and (all(message(m, ROLES) for m in row)
+                                           or (len(row) == 1 and message(row[0], {"text"})))
         for row in loaded.rows)
     if not well_formed:
         tally.unexpected_outcome("UNEXPECTED malformed rows accepted", data[:300], repr(loaded.rows[:3]))

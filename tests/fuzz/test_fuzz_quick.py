@@ -48,3 +48,21 @@ def test_a_signature_whose_key_id_is_not_a_string_is_refused_not_a_crash(tmp_pat
     (package / "signature.dsse.json").write_text(envelope_text(envelope))
     report = verify_package(package, trusted)
     assert not report.ok and any("not in the form the studio writes" in r for r in report.reasons)
+
+
+def test_a_text_row_counts_as_loaded_and_an_unknown_role_as_malformed(tmp_path):
+    """The full run once flagged 4 Parquet inputs whose only column was `text`: continued pre-training rows, one
+    {"role": "text"} message each, which the fuzzer's own check did not know. It knows them now, and still flags
+    a message whose role no schema gives."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"text": ["plain text to continue"] * 2}), sink)
+    tally = fuzz_targets.Tally("parquet")
+    fuzz_targets._load(tally, tmp_path, "text.parquet", sink.getvalue(), "parquet", "fail")
+    assert dict(tally.outcomes) == {"loaded": 1}
+    tally = fuzz_targets.Tally("jsonl")
+    fuzz_targets._load(tally, tmp_path, "roles.jsonl", json.dumps({"messages": [
+        {"role": "user", "content": "q"}, {"role": "text", "content": "a"}]}).encode(), "jsonl", "fail")
+    assert "loaded" not in tally.outcomes  # a text message inside a chat is refused, or flagged
