@@ -96,13 +96,16 @@ def streamlit_command(port: int, share: bool) -> list[str]:
 
 
 def die_with_parent() -> None:
-    """In the Streamlit child, before exec: Linux sends it SIGTERM when the launcher dies, however it dies (a
-    SIGKILL or SIGTERM of `peft-studio studio` would otherwise leave the server running, listening)."""
+    """In the Streamlit child, before exec: Linux kills it when the launcher dies, however it dies (a SIGKILL or
+    SIGTERM of `peft-studio studio` would otherwise leave the server running, listening). SIGKILL, not SIGTERM:
+    a Streamlit server that a browser session had connected to was seen still listening 16 minutes after its
+    SIGTERM (tests/app/test_browser_share.py checks the port closes). Training jobs are processes of their own
+    (jobs.py) and are not killed with it."""
     import ctypes
     import signal
 
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass  # not Linux: the launcher's own Ctrl-C handling is all there is
 

@@ -48,6 +48,13 @@ def shared_studio(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+    # Its Streamlit server, which browser sessions were connected to, dies with the killed launcher.
+    from tests.test_share import _listening_addresses
+
+    deadline = time.time() + 30
+    while _listening_addresses(port) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _listening_addresses(port), "the shared studio's server outlived its killed launcher"
 
 
 def test_shared_studio_needs_its_token_and_refuses_paths_outside_its_roots(shared_studio, browser):  # noqa: F811
