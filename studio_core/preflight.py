@@ -20,7 +20,7 @@ from studio_core.hardware.memory import GIB
 from studio_core.methods import get_method
 from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
 from studio_core.train.adapters import count_parameters, fit_problems
-from studio_core.train.batching import answer_logits_work, collate
+from studio_core.train.batching import answer_logits_work, collate, supervised_rows
 from studio_core.train.precision import autocast, resolve_precision
 
 
@@ -308,7 +308,7 @@ def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: Prepare
     per_step = per_train_batch * t.gradient_accumulation_steps
     # The periodic validation (on start, then every eval_steps): eval_rows held-out rows, forward only.
     evaluations = 1 + t.max_steps // t.eval_steps
-    val = [len(e.input_ids) for e in [e for e in data.val_tokens if e.supervised_tokens][: t.eval_rows]]
+    val = [len(e.input_ids) for e in supervised_rows(data)[1][: t.eval_rows]]  # what build_trainer evaluates on
     val_tokens = sum(t.per_device_batch_size * max(val[i: i + t.per_device_batch_size])
                      for i in range(0, len(val), t.per_device_batch_size))
     validation_s = evaluations * forward * val_tokens / (rows * width)

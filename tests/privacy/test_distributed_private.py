@@ -4,7 +4,6 @@ Opacus' accountant gives for the global sample rate."""
 
 import json
 import os
-import socket
 
 import pytest
 import torch
@@ -16,15 +15,10 @@ from studio_core.privacy.engine import PrivateSGD
 from studio_core.train.batching import collate
 from tests.privacy.test_gradients import examples, plan
 from tests.privacy.test_private_run import check_private_run, private_config
+from tests.train.test_distributed import free_port
 
 ROWS, BATCH, DRAWS = 24, 8, 400  # global expected batch 8 (4 per rank): q = 1/3
 SIGMA, CLIP = 1.0, 1e-6  # a clip this small leaves noise alone in the gradient: its spread is measurable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank(rank: int, port: int, out: str) -> None:
