@@ -8,9 +8,17 @@ per rule and as a confusion matrix. Every setting runs in its own process, one a
 is not evaluated here (the run's step 8 does that); minutes are this machine's, and they are load-dependent.
 
     .venv/bin/python bench/demo_learning.py [--only TAG ...] [--eval-rows 200] [--threads 2]
+    .venv/bin/python bench/demo_learning.py --probe [--probe-rows 1600]
 
 Writes bench/results/demo_learning.json (one record per setting, appended to the records already there for
 other settings, so a sweep can be run a setting at a time).
+
+`--probe` asks the question before any training: is the verdict there to be read in the untrained base? For each
+answer format it runs the frozen base over the rows' prompts up to the verdict ("Verdict:", after the reference
+reason where the reason comes first), takes the hidden state at that position from several layers, and fits a
+logistic regression (scikit-learn, standardized features) on 75% of the rows, scored on the other 25%. A high
+held-out accuracy says the decision is linearly readable where the model must emit it, so a run that stays at
+chance is failing to learn the readout, not missing the information. Writes bench/results/demo_probe.json.
 """
 
 from __future__ import annotations
@@ -86,6 +94,72 @@ print(json.dumps({"train_minutes": (t2 - t1) / 60, "eval_minutes": (t3 - t2) / 6
 '''
 
 
+PROBE_CHILD = r'''
+import json, sys, time
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from studio_core.data.demo import generate_legal_audit, NON_COMPLIANT
+from studio_core.evaluate.basic import _prompt_ids
+from studio_core.hardware import best_precision, hardware_profile
+from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
+from studio_core.runs import model_cache_dir, studio_home
+from studio_core.train.precision import autocast
+
+n, threads = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+resolved = resolve_model("embedded:smollm2-135m-instruct", model_cache_dir(studio_home()))
+tok = load_tokenizer(resolved)
+model = load_model(resolved).eval()
+precision = best_precision(hardware_profile())
+layers = [8, 16, 24, model.config.num_hidden_layers]
+out = []
+for answer in ("verdict_first", "reason_first"):
+    t0 = time.perf_counter()
+    rows = generate_legal_audit(n, seed=1234, answer=answer)
+    seqs, y = [], []
+    for r in rows:
+        head, verdict = r["output"].split("Verdict:")  # verdict_first: head is ""
+        ids = _prompt_ids(tok, [{"role": "user", "content": r["instruction"] + "\n\n" + r["input"]}])
+        seqs.append(ids + tok((head + "Verdict:").lstrip("\n"))["input_ids"])
+        y.append(NON_COMPLIANT not in verdict)
+    feats = {l: [] for l in layers}
+    for i in range(0, n, 16):
+        chunk = seqs[i:i + 16]
+        w = max(len(c) for c in chunk)
+        ids = torch.tensor([[tok.pad_token_id] * (w - len(c)) + c for c in chunk])
+        mask = torch.tensor([[0] * (w - len(c)) + [1] * len(c) for c in chunk])
+        with torch.no_grad(), autocast(precision, "cpu"):
+            hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+        for l in layers:
+            feats[l].append(hidden[l][:, -1, :].float().numpy())
+    y = np.array(y)
+    cut = int(0.75 * n)
+    majority = max(y[cut:].mean(), 1 - y[cut:].mean())
+    for l in layers:
+        x = np.concatenate(feats[l])
+        x = (x - x[:cut].mean(0)) / (x[:cut].std(0) + 1e-6)
+        for c in (0.1, 1.0):
+            clf = LogisticRegression(C=c, max_iter=3000).fit(x[:cut], y[:cut])
+            out.append({"answer": answer, "layer": l, "C": c, "train_rows": cut, "test_rows": n - cut,
+                        "train_accuracy": round(float(clf.score(x[:cut], y[:cut])), 3),
+                        "test_accuracy": round(float(clf.score(x[cut:], y[cut:])), 3),
+                        "majority_baseline": round(float(majority), 3),
+                        "forward_minutes": round((time.perf_counter() - t0) / 60, 2)})
+print(json.dumps(out))
+'''
+
+
+def run_probe(rows: int, threads: int) -> int:
+    records = run_child(PROBE_CHILD, [str(rows), str(threads)], what="probe")
+    (RESULTS.parent / "demo_probe.json").write_text(json.dumps(records, indent=2) + "\n")
+    print(f"{'answer':15}{'layer':>6}{'C':>5}{'train acc':>10}{'held-out acc':>13}{'majority':>9}")
+    for r in records:
+        print(f"{r['answer']:15}{r['layer']:6}{r['C']:5}{r['train_accuracy']:10.3f}{r['test_accuracy']:13.3f}"
+              f"{r['majority_baseline']:9.3f}")
+    return 0
+
+
 def run_setting(tag: str, eval_rows: int, threads: int) -> dict:
     answer, overrides = SWEEP[tag]
     start = time.perf_counter()
@@ -113,7 +187,11 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=list(SWEEP), help="Run these settings (default: all).")
     parser.add_argument("--eval-rows", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--probe", action="store_true", help="Linear probe of the frozen base (see above).")
+    parser.add_argument("--probe-rows", type=int, default=1600)
     args = parser.parse_args()
+    if args.probe:
+        return run_probe(args.probe_rows, args.threads)
     kept = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     for tag in args.only or list(SWEEP):
         record = run_setting(tag, args.eval_rows, args.threads)
