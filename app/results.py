@@ -157,7 +157,7 @@ def _check_text(key: str, value: Any) -> str:
                       if "validation_s" in value else "")  # runs from before the estimate counted them
         return (f"~{value['estimated_training_s']:.0f} s of training: {value['max_steps']} steps at "
                 f"{value['seconds_per_optimizer_step']:.2f} s/step{validation} (measured on the {value['measured_on']}; "
-                "step 8's evaluation comes after it)")
+                "not timed: saving and merging the adapter after the last step, and step 8's evaluation)")
     return str(value)
 
 
