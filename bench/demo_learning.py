@@ -99,8 +99,10 @@ import json, sys, time
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from studio_core.config import RunConfig
 from studio_core.data.demo import generate_legal_audit, NON_COMPLIANT
-from studio_core.evaluate.basic import _prompt_ids
+from studio_core.data.schemas import normalise_record
+from studio_core.evaluate.basic import _prompt_ids, prompt_and_reference
 from studio_core.hardware import best_precision, hardware_profile
 from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
 from studio_core.runs import model_cache_dir, studio_home
@@ -108,7 +110,7 @@ from studio_core.train.precision import autocast
 
 n, threads = int(sys.argv[1]), int(sys.argv[2])
 torch.set_num_threads(threads)
-resolved = resolve_model("embedded:smollm2-135m-instruct", model_cache_dir(studio_home()))
+resolved = resolve_model(RunConfig().model.ref, model_cache_dir(studio_home()))  # the embedded model
 tok = load_tokenizer(resolved)
 model = load_model(resolved).eval()
 precision = best_precision(hardware_profile())
@@ -119,9 +121,9 @@ for answer in ("verdict_first", "reason_first"):
     rows = generate_legal_audit(n, seed=1234, answer=answer)
     seqs, y = [], []
     for r in rows:
-        head, verdict = r["output"].split("Verdict:")  # verdict_first: head is ""
-        ids = _prompt_ids(tok, [{"role": "user", "content": r["instruction"] + "\n\n" + r["input"]}])
-        seqs.append(ids + tok((head + "Verdict:").lstrip("\n"))["input_ids"])
+        prompt, reference = prompt_and_reference(normalise_record(r, "alpaca"))  # as the run reads the rows
+        head, verdict = reference.split("Verdict:")  # verdict_first: head is ""
+        seqs.append(_prompt_ids(tok, prompt) + tok(head + "Verdict:")["input_ids"])
         y.append(NON_COMPLIANT not in verdict)
     feats = {l: [] for l in layers}
     for i in range(0, n, 16):
