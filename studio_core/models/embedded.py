@@ -122,6 +122,14 @@ def _convert_gguf(source: Path, out: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
+def gguf_license(source: Path) -> str | None:
+    """The GGUF's own `general.license` field (what the model cards and the evidence cite), or None."""
+    import gguf
+
+    field = gguf.GGUFReader(source).fields.get("general.license")
+    return str(field.contents()) if field is not None else None
+
+
 def _write_source_record(out: Path, model: EmbeddedModel, source: Path) -> None:
     from importlib.metadata import version
 
@@ -131,5 +139,6 @@ def _write_source_record(out: Path, model: EmbeddedModel, source: Path) -> None:
         "gguf_file": model.gguf_file,
         "gguf_sha256": sha256_file(source),
         "converted_with": {"transformers": version("transformers"), "gguf": version("gguf")},
+        "license": gguf_license(source),
     }
     (out / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n")

