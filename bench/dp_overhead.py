@@ -6,8 +6,9 @@ round. The non-private side is the HF Trainer path; the private side is the same
 engine's TrainerParts (Poisson batches of the same expected size, per-example clipping, noise, accounting).
 Poisson batches vary in size, so tokens/s (non-padding tokens over the steps after the first) is the fair
 ratio; step time is printed beside it. Target: DP time <= 1.3x. Writes bench/results/dp_overhead.json.
+The default batch shape is the studio's (4 rows x 2 accumulation; see bench/README.md for what --accum 1 measures).
 
-    .venv/bin/python bench/dp_overhead.py [--model REF] [--steps 8] [--batch 4] [--seq 256] [--rounds 2]
+    .venv/bin/python bench/dp_overhead.py [--model REF] [--steps 8] [--batch 4] [--accum 2] [--seq 256] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ from studio_core.train.adapters import apply_method
 from studio_core.train.precision import resolve_precision
 from studio_core.train.trainer import train
 
-side, model_ref, cache, rows_file, steps, batch, seq, precision, out_dir = sys.argv[1:10]
-steps, batch, seq = int(steps), int(batch), int(seq)
+side, model_ref, cache, rows_file, steps, batch, accum, seq, precision, out_dir = sys.argv[1:11]
+steps, batch, accum, seq = int(steps), int(batch), int(accum), int(seq)
 cfg = validate_config({"model": {"ref": model_ref}, "data": {"max_length": seq},
-    "training": {"max_steps": steps, "per_device_batch_size": batch, "gradient_accumulation_steps": 1,
+    "training": {"max_steps": steps, "per_device_batch_size": batch, "gradient_accumulation_steps": accum,
                  "learning_rate": 5e-4, "warmup_ratio": 0.0, "eval_steps": steps, "save_steps": steps,
                  "early_stopping_patience": 0, "eval_rows": 1, "precision": precision},
     "privacy": {"enabled": side == "dp", "target_epsilon": 8.0}})
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--accum", type=int, default=2, help="gradient accumulation (the studio's default: 2)")
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--precision", default="auto")
@@ -99,14 +101,15 @@ def main() -> None:
             for side in ("plain", "dp"):
                 out = Path(tmp) / f"{side}-{round_}"
                 result = run_child(CHILD, [side, args.model, str(cache), str(rows_file), str(args.steps), str(args.batch),
-                                    str(args.seq), args.precision, str(out)])
+                                           str(args.accum), str(args.seq), args.precision, str(out)])
                 results[side].append(result)
                 print(f"round {round_ + 1} {side:>5}: {result['seconds_per_step']:.2f} s/step, "
                       f"{result['tokens_per_s']:.1f} tokens/s, peak RSS {result['peak_rss_mb']:.0f} MB", flush=True)
     med = {side: {k: statistics.median(r[k] for r in rs) for k in ("seconds_per_step", "tokens_per_s", "peak_rss_mb")}
            for side, rs in results.items()}
     summary = {
-        "model": args.model, "steps": args.steps, "batch": args.batch, "seq": args.seq, "rounds": args.rounds,
+        "model": args.model, "steps": args.steps, "batch": args.batch, "accumulation": args.accum, "seq": args.seq,
+        "rounds": args.rounds,
         "precision": results["dp"][0]["precision"], "median": med, "runs": results,
         "time_ratio_per_token": med["plain"]["tokens_per_s"] / med["dp"]["tokens_per_s"],
         "step_time_ratio": med["dp"]["seconds_per_step"] / med["plain"]["seconds_per_step"],
