@@ -8,7 +8,7 @@ per rule and as a confusion matrix. Every setting runs in its own process, one a
 is not evaluated here (the run's step 8 does that); minutes are this machine's, and they are load-dependent.
 
     .venv/bin/python bench/demo_learning.py [--only TAG ...] [--eval-rows 200] [--threads 2]
-    .venv/bin/python bench/demo_learning.py --probe [--probe-rows 1600]
+    .venv/bin/python bench/demo_learning.py --probe [--probe-rows 1600] [--probe-rule Confidentiality]
 
 Writes bench/results/demo_learning.json (one record per setting, appended to the records already there for
 other settings, so a sweep can be run a setting at a time).
@@ -19,6 +19,8 @@ reason where the reason comes first), takes the hidden state at that position fr
 logistic regression (scikit-learn, standardized features) on 75% of the rows, scored on the other 25%. A high
 held-out accuracy says the decision is linearly readable where the model must emit it, so a run that stays at
 chance is failing to learn the readout, not missing the information. Writes bench/results/demo_probe.json.
+`--probe-rule WORD` probes one rule's rows (those whose policy rule contains WORD): e.g. Confidentiality, where
+the decision is one digit (1 or 2 years fail, 3 to 10 pass), the easiest there is to read.
 """
 
 from __future__ import annotations
@@ -108,17 +110,20 @@ from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
 from studio_core.runs import model_cache_dir, studio_home
 from studio_core.train.precision import autocast
 
-n, threads = int(sys.argv[1]), int(sys.argv[2])
+n, threads, rule = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(threads)
 resolved = resolve_model(RunConfig().model.ref, model_cache_dir(studio_home()))  # the embedded model
 tok = load_tokenizer(resolved)
 model = load_model(resolved).eval()
 precision = best_precision(hardware_profile())
-layers = [8, 16, 24, model.config.num_hidden_layers]
+layers = [4, 8, 16, 24, model.config.num_hidden_layers]
 out = []
 for answer in ("verdict_first", "reason_first"):
     t0 = time.perf_counter()
-    rows = generate_legal_audit(n, seed=1234, answer=answer)
+    rows = generate_legal_audit(n if not rule else 20 * n, seed=1234, answer=answer)
+    if rule:  # one rule's rows only (e.g. "Confidentiality"): the first n whose instruction names it
+        rows = [r for r in rows if rule in r["instruction"]][:n]
+        n = len(rows)
     seqs, y = [], []
     for r in rows:
         prompt, reference = prompt_and_reference(normalise_record(r, "alpaca"))  # as the run reads the rows
@@ -143,7 +148,7 @@ for answer in ("verdict_first", "reason_first"):
         x = (x - x[:cut].mean(0)) / (x[:cut].std(0) + 1e-6)
         for c in (0.1, 1.0):
             clf = LogisticRegression(C=c, max_iter=3000).fit(x[:cut], y[:cut])
-            out.append({"answer": answer, "layer": l, "C": c, "train_rows": cut, "test_rows": n - cut,
+            out.append({"answer": answer, "rule": rule or "all", "layer": l, "C": c, "train_rows": cut, "test_rows": n - cut,
                         "train_accuracy": round(float(clf.score(x[:cut], y[:cut])), 3),
                         "test_accuracy": round(float(clf.score(x[cut:], y[cut:])), 3),
                         "majority_baseline": round(float(majority), 3),
@@ -152,9 +157,11 @@ print(json.dumps(out))
 '''
 
 
-def run_probe(rows: int, threads: int) -> int:
-    records = run_child(PROBE_CHILD, [str(rows), str(threads)], what="probe")
-    (RESULTS.parent / "demo_probe.json").write_text(json.dumps(records, indent=2) + "\n")
+def run_probe(rows: int, threads: int, rule: str) -> int:
+    records = run_child(PROBE_CHILD, [str(rows), str(threads), rule], what="probe")
+    name = "demo_probe.json" if not rule else f"demo_probe-{rule.lower()}.json"
+    (RESULTS.parent / name).write_text(json.dumps(records, indent=2) + "\n")
+    print(f"rule: {rule or 'all'}, {records[0]['train_rows'] + records[0]['test_rows']} rows")
     print(f"{'answer':15}{'layer':>6}{'C':>5}{'train acc':>10}{'held-out acc':>13}{'majority':>9}")
     for r in records:
         print(f"{r['answer']:15}{r['layer']:6}{r['C']:5}{r['train_accuracy']:10.3f}{r['test_accuracy']:13.3f}"
@@ -191,9 +198,11 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--probe", action="store_true", help="Linear probe of the frozen base (see above).")
     parser.add_argument("--probe-rows", type=int, default=1600)
+    parser.add_argument("--probe-rule", default="", help="probe one rule's rows only: a word of its policy rule, "
+                        "e.g. Confidentiality (bench/results/demo_probe-<word>.json)")
     args = parser.parse_args()
     if args.probe:
-        return run_probe(args.probe_rows, args.threads)
+        return run_probe(args.probe_rows, args.threads, args.probe_rule)
     kept = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     for tag in args.only or list(SWEEP):
         record = run_setting(tag, args.eval_rows, args.threads)
