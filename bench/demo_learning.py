@@ -110,7 +110,7 @@ from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
 from studio_core.runs import model_cache_dir, studio_home
 from studio_core.train.precision import autocast
 
-n, threads, rule = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+wanted, threads, rule = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(threads)
 resolved = resolve_model(RunConfig().model.ref, model_cache_dir(studio_home()))  # the embedded model
 tok = load_tokenizer(resolved)
@@ -120,10 +120,10 @@ layers = [4, 8, 16, 24, model.config.num_hidden_layers]
 out = []
 for answer in ("verdict_first", "reason_first"):
     t0 = time.perf_counter()
-    rows = generate_legal_audit(n if not rule else 20 * n, seed=1234, answer=answer)
-    if rule:  # one rule's rows only (e.g. "Confidentiality"): the first n whose instruction names it
-        rows = [r for r in rows if rule in r["instruction"]][:n]
-        n = len(rows)
+    rows = generate_legal_audit(wanted if not rule else 20 * wanted, seed=1234, answer=answer)
+    if rule:  # one rule's rows only (e.g. "Confidentiality"): the first `wanted` whose instruction names it
+        rows = [r for r in rows if rule in r["instruction"]][:wanted]
+    n = len(rows)
     seqs, y = [], []
     for r in rows:
         prompt, reference = prompt_and_reference(normalise_record(r, "alpaca"))  # as the run reads the rows
@@ -148,7 +148,8 @@ for answer in ("verdict_first", "reason_first"):
         x = (x - x[:cut].mean(0)) / (x[:cut].std(0) + 1e-6)
         for c in (0.1, 1.0):
             clf = LogisticRegression(C=c, max_iter=3000).fit(x[:cut], y[:cut])
-            out.append({"answer": answer, "rule": rule or "all", "layer": l, "C": c, "train_rows": cut, "test_rows": n - cut,
+            out.append({"answer": answer, "rule": rule or "all", "layer": l, "C": c, "train_rows": cut,
+                        "test_rows": n - cut,
                         "train_accuracy": round(float(clf.score(x[:cut], y[:cut])), 3),
                         "test_accuracy": round(float(clf.score(x[cut:], y[cut:])), 3),
                         "majority_baseline": round(float(majority), 3),
