@@ -44,11 +44,12 @@ class ProcessSampler:
             try:
                 if p.status() == psutil.STATUS_ZOMBIE:
                     continue  # exited, not yet reaped: Linux reports it as 0 MB, which is not a reading
-                cpu += p.cpu_percent(interval=None)
-                rss += p.memory_info().rss
-                measured += 1
+                cpu_p, rss_p = p.cpu_percent(interval=None), p.memory_info().rss
             except psutil.Error:
                 continue  # a child that just exited
+            if rss_p == 0:  # it exited between the status check and the reading: 0 MB is not a reading either
+                continue
+            cpu, rss, measured = cpu + cpu_p, rss + rss_p, measured + 1
         if not measured:  # the whole tree exited between listing and reading it (or is waiting to be reaped)
             return None
         reading: dict[str, Any] = {"cpu_percent": round(cpu, 1), "rss_mb": round(rss / _MB, 1),
