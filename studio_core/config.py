@@ -81,7 +81,8 @@ class ModelConfig(Section):
 class PreflightConfig(Section):
     enabled: bool = Field(True, description="Run step 3, Pre-flight Check (a go/no-go report).")
     micro_run_steps: int = Field(
-        2, ge=0, le=20, description="Training steps measured for the time estimate; 0 skips the micro-run."
+        5, ge=0, le=20, description="Training steps measured for the time estimate, timed from the third (the "
+        "first two run faster or slower than the run will); 0 skips the micro-run."
     )
     memory_headroom: float = Field(
         0.9, gt=0.0, le=1.0, description="Fraction of free memory the estimate may use before it is a no-go."

@@ -123,8 +123,8 @@ def _summary(facts: dict) -> str:
         parts.append(f"~{facts['memory_gib']['total']:.2f} GiB")
     if "time_estimate" in facts:
         parts.append(f"~{facts['time_estimate']['estimated_training_s']:.0f} s of training for "
-                     f"{facts['time_estimate']['max_steps']} steps and {facts['time_estimate']['validations']} "
-                     "validations")
+                     f"{facts['time_estimate']['max_steps']} steps, {facts['time_estimate']['validations']} "
+                     f"validations and {facts['time_estimate']['checkpoints']} checkpoints")
     return "go: " + ", ".join(parts)
 
 

@@ -99,10 +99,14 @@ def test_go_report_has_parameters_memory_and_a_measured_time(alpaca_file: Path, 
     assert timing["seconds_per_batch"] > 0 and timing["tokens_per_batch"] > 0
     assert timing["measured_on"] == "base model" and timing["micro_run_steps"] == 2
     assert len(timing["micro_run_losses"]) == 2
-    # Training's time: its optimizer steps and the periodic validations (on start, then every eval_steps).
-    assert timing["validations"] == 1 + config.training.max_steps // config.training.eval_steps
-    assert timing["validation_s"] > 0 and timing["steps_s"] > 0
-    assert timing["estimated_training_s"] == pytest.approx(timing["steps_s"] + timing["validation_s"], abs=0.11)
+    # Training's time: its optimizer steps, the periodic validations (on start, every eval_steps, after the last
+    # step) and the checkpoints.
+    assert timing["validations"] == 1 + math.ceil(config.training.max_steps / config.training.eval_steps)
+    # A checkpoint every save_steps and one after the last step, each timed by writing one in pre-flight.
+    assert timing["checkpoints"] == math.ceil(config.training.max_steps / config.training.save_steps)
+    assert timing["validation_s"] > 0 and timing["steps_s"] > 0 and timing["checkpoint_s"] >= 0  # 0.0 s: tiny
+    assert timing["estimated_training_s"] == pytest.approx(
+        timing["steps_s"] + timing["validation_s"] + timing["checkpoint_s"], abs=0.16)
     assert all(math.isfinite(x) and x > 0 for x in timing["micro_run_losses"])
     assert report["tokens"]["no_supervised_tokens"] == 0 and report["tokens"]["max_length"] == 256
     assert report["rank"]["train_rows"] == 36  # 40 rows, 10% held out
@@ -193,6 +197,20 @@ def test_disk_estimate_is_close_to_what_the_run_writes(alpaca_file: Path) -> Non
                   for p in (run.path / name).rglob("*") if p.is_file())
     # The estimate counts the weights (fp32) and optimizer state; the run also writes configs and a tokenizer.
     assert 0.5 < disk["estimated_bytes"] / written < 2.0, (disk, written)
+
+
+def test_the_estimate_counts_the_validations_and_checkpoints_the_trainer_runs(alpaca_file: Path) -> None:
+    """5 steps, evaluating and saving every 2: the Trainer validates on start, at 2 and 4 and after the last step,
+    and saves at 2, 4 and 5. The estimate must count the same, the step after the last multiple included."""
+    config = _config(str(alpaca_file), training={"enabled": True, "max_steps": 5, "eval_steps": 2, "save_steps": 2,
+                                                 "precision": "fp32", "eval_rows": 4, "early_stopping_patience": 0},
+                     method={"enabled": True})
+    run = workflow.run(config)
+    timing = _read(run, "artifacts/preflight.json")["time_estimate"]
+    lines = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    validated_at = [line["step"] for line in lines if "val_loss" in line]
+    assert validated_at == [0, 2, 4, 5] and timing["validations"] == len(validated_at)
+    assert timing["checkpoints"] == 3 and (run.path / "checkpoints" / "checkpoint-5").is_dir()
 
 
 def test_no_go_when_the_run_would_fill_the_disk(alpaca_file: Path, monkeypatch) -> None:
