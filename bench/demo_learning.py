@@ -20,7 +20,9 @@ logistic regression (scikit-learn, standardized features) on 75% of the rows, sc
 held-out accuracy says the decision is linearly readable where the model must emit it, so a run that stays at
 chance is failing to learn the readout, not missing the information. Writes bench/results/demo_probe.json.
 `--probe-rule WORD` probes one rule's rows (those whose policy rule contains WORD): e.g. Confidentiality, where
-the decision is one digit (1 or 2 years fail, 3 to 10 pass), the easiest there is to read.
+the decision is one digit (1 or 2 years fail, 3 to 10 pass), the easiest there is to read. Beside each layer's
+logistic regression it fits the same readout as training would, AdamW on 8 random rows a step for 300 steps
+from zero, once on the raw features and once on them centred (the columns "AdamW raw" and "AdamW centred").
 """
 
 from __future__ import annotations
@@ -110,6 +112,25 @@ from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
 from studio_core.runs import model_cache_dir, studio_home
 from studio_core.train.precision import autocast
 
+
+
+def adamw_readout(x, y, cut, steps=300, batch=8, lr=2e-2):
+    """The same linear readout fitted as training fits one: AdamW from zero, 8 random rows a step, 300 steps.
+    Held-out accuracy at the end. Raw features against the same features centred (the training rows' mean taken
+    off) says whether the features' offset, not the information, is what minibatch training stumbles on."""
+    gen = torch.Generator().manual_seed(0)
+    xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    w, b = torch.zeros(xt.shape[1], requires_grad=True), torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.AdamW([w, b], lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        idx = torch.randint(0, cut, (batch,), generator=gen)
+        torch.nn.functional.binary_cross_entropy_with_logits(xt[idx] @ w + b, yt[idx]).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():
+        return round(float(((xt[cut:] @ w + b > 0).float() == yt[cut:]).float().mean()), 3)
+
+
 wanted, threads, rule = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 torch.set_num_threads(threads)
 resolved = resolve_model(RunConfig().model.ref, model_cache_dir(studio_home()))  # the embedded model
@@ -144,8 +165,10 @@ for answer in ("verdict_first", "reason_first"):
     cut = int(0.75 * n)
     majority = max(y[cut:].mean(), 1 - y[cut:].mean())
     for l in layers:
-        x = np.concatenate(feats[l])
-        x = (x - x[:cut].mean(0)) / (x[:cut].std(0) + 1e-6)
+        raw = np.concatenate(feats[l])
+        minibatch = {kind: adamw_readout(raw if kind == "raw" else raw - raw[:cut].mean(0), y, cut)
+                     for kind in ("raw", "centered")}
+        x = (raw - raw[:cut].mean(0)) / (raw[:cut].std(0) + 1e-6)
         for c in (0.1, 1.0):
             clf = LogisticRegression(C=c, max_iter=3000).fit(x[:cut], y[:cut])
             out.append({"answer": answer, "rule": rule or "all", "layer": l, "C": c, "train_rows": cut,
@@ -153,6 +176,7 @@ for answer in ("verdict_first", "reason_first"):
                         "train_accuracy": round(float(clf.score(x[:cut], y[:cut])), 3),
                         "test_accuracy": round(float(clf.score(x[cut:], y[cut:])), 3),
                         "majority_baseline": round(float(majority), 3),
+                        "adamw_raw_test_accuracy": minibatch["raw"], "adamw_centered_test_accuracy": minibatch["centered"],
                         "forward_minutes": round((time.perf_counter() - t0) / 60, 2)})
 print(json.dumps(out))
 '''
@@ -163,10 +187,12 @@ def run_probe(rows: int, threads: int, rule: str) -> int:
     name = "demo_probe.json" if not rule else f"demo_probe-{rule.lower()}.json"
     (RESULTS.parent / name).write_text(json.dumps(records, indent=2) + "\n")
     print(f"rule: {rule or 'all'}, {records[0]['train_rows'] + records[0]['test_rows']} rows")
-    print(f"{'answer':15}{'layer':>6}{'C':>5}{'train acc':>10}{'held-out acc':>13}{'majority':>9}")
+    print(f"{'answer':15}{'layer':>6}{'C':>5}{'train acc':>10}{'held-out acc':>13}{'majority':>9}"
+          f"{'AdamW raw':>10}{'AdamW centred':>14}")
     for r in records:
         print(f"{r['answer']:15}{r['layer']:6}{r['C']:5}{r['train_accuracy']:10.3f}{r['test_accuracy']:13.3f}"
-              f"{r['majority_baseline']:9.3f}")
+              f"{r['majority_baseline']:9.3f}{r['adamw_raw_test_accuracy']:10.3f}"
+              f"{r['adamw_centered_test_accuracy']:14.3f}")
     return 0
 
 
