@@ -10,9 +10,10 @@ prints the accuracy on held-out rows of the same rule and on training rows, by t
 Measured on this 2-core machine with the same loop as a scratch script (bench/README.md), `--rule Confidentiality
 --lr 2e-4 --steps 240 --every 30`:
 the verdict stays at chance for about 180 steps, then reaches 0.80 held-out at step 210 and 1.00 at 240. A run that
-stops in that plateau looks as if it cannot learn the rule.
+stops in that plateau looks as if it cannot learn the rule. `--rule all` trains on every rule's rows (2,880, 120
+held out): at the same settings, held-out 0.44-0.59 to step 210 and 0.658 at 240 (majority 0.583), training rows 0.525.
 
-    .venv/bin/python bench/demo_readout.py [--rule Confidentiality] [--steps 240] [--batch 8] [--lr 2e-4]
+    .venv/bin/python bench/demo_readout.py [--rule Confidentiality | all] [--steps 240] [--batch 8] [--lr 2e-4]
                                            [--every 30] [--balanced] [--threads 2]
 
 Prints one JSON line per evaluation; writes bench/results/demo_readout-<rule>.json.
@@ -33,7 +34,7 @@ HELD_OUT = 120
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rule", default="Confidentiality", help="a word of the rule's policy text")
+    parser.add_argument("--rule", default="Confidentiality", help="a word of the rule's policy text, or 'all'")
     parser.add_argument("--steps", type=int, default=240)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -61,7 +62,7 @@ def main() -> int:
     resolved = resolve_model(RunConfig().model.ref, model_cache_dir(studio_home()))  # the embedded model
     tok = load_tokenizer(resolved)
     comp, non = tok(" COMP")["input_ids"][0], tok(" NON")["input_ids"][0]
-    records = [r for r in generate_legal_audit(3000, seed=1234) if args.rule in r["instruction"]]
+    records = [r for r in generate_legal_audit(3000, seed=1234) if args.rule == "all" or args.rule in r["instruction"]]
     if len(records) < HELD_OUT + args.batch:
         raise SystemExit(f"only {len(records)} rows of 3,000 name {args.rule!r}: pick a word of one rule's text")
     items = []  # (prompt ids up to and including "Verdict:", the verdict is COMPLIANT)
