@@ -291,8 +291,8 @@ class PrivateTrainer:
             loss = self._logical_step(batches, scheduler)
             t.log({"loss": loss, "learning_rate": scheduler.get_last_lr()[0]})
             t.control = t.callback_handler.on_step_end(args, state, t.control)
-            if state.global_step % args.eval_steps == 0:
-                self._evaluate()
+            if state.global_step % args.eval_steps == 0 or state.global_step >= args.max_steps:
+                self._evaluate()  # and after the last step, as the Trainer does (pre-flight's estimate counts it)
             if state.global_step % args.save_steps == 0 or t.control.should_save:
                 self._save(scheduler)
                 t.control.should_save = False

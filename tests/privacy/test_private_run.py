@@ -127,6 +127,14 @@ def test_epsilon_per_step_opacus_reproduces_it_and_resume_keeps_counting(tmp_pat
     assert losses(resumed) == losses(straight)  # the same batches, noise and weights after the resume
 
 
+def test_a_private_run_validates_after_a_last_step_that_is_not_an_evaluation_step_as_the_trainer_does(tmp_path):
+    data = tiny_config(max_steps=5, eval_steps=2, save_steps=2).model_dump(mode="json")
+    data["privacy"] = {"enabled": True, "target_epsilon": 6.0}
+    data["evaluation"]["enabled"] = False
+    run = workflow.run(validate_config(data), tmp_path)
+    assert [m["step"] for m in run.metrics() if "val_loss" in m] == [0, 2, 4, 5]
+
+
 def test_delta_defaults_to_a_tenth_of_one_over_n_and_is_refused_at_one_over_n():
     assert resolve_delta(None, 500) == pytest.approx(1 / 5000)
     with pytest.raises(ConfigError, match=r"N = 500 training examples"):
