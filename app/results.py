@@ -156,7 +156,7 @@ def _check_text(key: str, value: Any) -> str:
         validation = (f" + {value['validation_s']:.0f} s for {value['validations']} validations"
                       if "validation_s" in value else "")  # runs from before the estimate counted them
         if "checkpoint_s" in value:  # runs from before the estimate counted them
-            validation += f" + {value['checkpoint_s']:.0f} s for {value['checkpoints']} checkpoints"
+            validation += f" + {value['checkpoint_s']:.1f} s for {value['checkpoints']} checkpoints"  # often under 1 s
         return (f"~{value['estimated_training_s']:.0f} s of training: {value['max_steps']} steps at "
                 f"{value['seconds_per_optimizer_step']:.2f} s/step{validation} (measured on the {value['measured_on']}; "
                 "not timed: saving and merging the adapter after the last step, and step 8's evaluation)")

@@ -18,5 +18,5 @@ def test_the_time_estimate_check_counts_checkpoints_where_the_estimate_timed_the
     text = _check_text("time_estimate", {"estimated_training_s": 166.0, "max_steps": 40,
                                          "seconds_per_optimizer_step": 3.32, "validation_s": 26.9, "validations": 5,
                                          "checkpoint_s": 5.8, "checkpoints": 2, "measured_on": "base model"})
-    assert text.startswith("~166 s of training: 40 steps at 3.32 s/step + 27 s for 5 validations + 6 s for 2 "
+    assert text.startswith("~166 s of training: 40 steps at 3.32 s/step + 27 s for 5 validations + 5.8 s for 2 "
                            "checkpoints (")
