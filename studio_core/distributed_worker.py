@@ -93,7 +93,18 @@ def worker_main(argv: list[str] | None = None) -> int:
         raise
     if rank == 0:
         _write_outcome(ctx, outcome, folder)
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group before the interpreter exits. Left to finalization, gloo's worker threads can abort
+    the process (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#190489): seen once on
+    rank 1 after its last step, which failed a finished run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _train(ctx, launch: dict[str, Any], folder: Path, rank: int):
