@@ -153,12 +153,13 @@ def _check_text(key: str, value: Any) -> str:
                 f"{value['expected_steps']} of {value['steps']} steps (sample rate {value['sample_rate']:.5f}, delta "
                 f"{value['delta']:.2g}, N = {value['examples']}); {value['per_sample_gradients']}")
     if key == "time_estimate":
-        validation = (f" + {value['validation_s']:.0f} s for {value['validations']} validations"
-                      if "validation_s" in value else "")  # runs from before the estimate counted them
-        if "checkpoint_s" in value:  # runs from before the estimate counted them
-            validation += f" + {value['checkpoint_s']:.1f} s for {value['checkpoints']} checkpoints"  # often under 1 s
+        counted = ""  # runs from before the estimate counted validations, or checkpoints, lack those parts
+        if "validation_s" in value:
+            counted += f" + {value['validation_s']:.0f} s for {value['validations']} validations"
+        if "checkpoint_s" in value:
+            counted += f" + {value['checkpoint_s']:.1f} s for {value['checkpoints']} checkpoints"  # often under 1 s
         return (f"~{value['estimated_training_s']:.0f} s of training: {value['max_steps']} steps at "
-                f"{value['seconds_per_optimizer_step']:.2f} s/step{validation} (measured on the {value['measured_on']}; "
+                f"{value['seconds_per_optimizer_step']:.2f} s/step{counted} (measured on the {value['measured_on']}; "
                 "not timed: saving and merging the adapter after the last step, and step 8's evaluation)")
     return str(value)
 

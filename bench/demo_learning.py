@@ -113,7 +113,6 @@ from studio_core.runs import model_cache_dir, studio_home
 from studio_core.train.precision import autocast
 
 
-
 def adamw_readout(x, y, cut, steps=300, batch=8, lr=2e-2):
     """The same linear readout fitted as training fits one: AdamW from zero, 8 random rows a step, 300 steps.
     Held-out accuracy at the end. Raw features against the same features centred (the training rows' mean taken

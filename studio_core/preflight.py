@@ -340,7 +340,7 @@ def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: Prepare
         "micro_run_steps": steps, "seconds_per_batch": round(per_train_batch, 4), "tokens_per_batch": tokens,
         "tokens_per_s": round(tokens / per_batch, 1), "seconds_per_optimizer_step": round(per_step, 3),
         "max_steps": t.max_steps, "steps_s": round(steps_s, 1), "validations": evaluations,
-        "validation_s": round(validation_s, 1), "checkpoints": checkpoints, "checkpoint_s": round(checkpoint_s, 1),
+        "validation_s": round(validation_s, 3), "checkpoints": checkpoints, "checkpoint_s": round(checkpoint_s, 3),
         "estimated_training_s": round(steps_s + validation_s + checkpoint_s, 1),
         "micro_run_losses": [round(x, 4) for x in losses],
         "measured_on": "simulation model" if simulated else "base model",

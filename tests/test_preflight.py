@@ -104,8 +104,7 @@ def test_go_report_has_parameters_memory_and_a_measured_time(alpaca_file: Path, 
     assert timing["validations"] == 1 + math.ceil(config.training.max_steps / config.training.eval_steps)
     # A checkpoint every save_steps and one after the last step, each timed by writing one in pre-flight.
     assert timing["checkpoints"] == math.ceil(config.training.max_steps / config.training.save_steps)
-    assert timing["steps_s"] > 0  # validations and checkpoints of the tiny model can round to 0.0 s
-    assert timing["validation_s"] >= 0 and timing["checkpoint_s"] >= 0
+    assert timing["steps_s"] > 0 and timing["validation_s"] > 0 and timing["checkpoint_s"] > 0  # kept to 1 ms
     assert timing["estimated_training_s"] == pytest.approx(
         timing["steps_s"] + timing["validation_s"] + timing["checkpoint_s"], abs=0.16)
     assert all(math.isfinite(x) and x > 0 for x in timing["micro_run_losses"])
