@@ -88,6 +88,18 @@ def _read_cpuinfo() -> tuple[str | None, set[str]]:
     return model, flags
 
 
+# x86 instructions that multiply u8 by s8 into 32-bit sums without an intermediate 16-bit one (VNNI, AMX).
+_CPU_INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def int8_saturates() -> bool:
+    """Whether ONNX Runtime's u8 x s8 int8 matmul can saturate on this CPU: x86 with AVX2/AVX-512 but no VNNI,
+    where the kernel adds pairs of products in 16 bits (onnxruntime's quantization docs: use reduce_range there)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return False
+    return not any(flag in _read_cpuinfo()[1] for flag in _CPU_INT8_DOT_FLAGS)
+
+
 def _disk_free_gb(home: Path | None) -> float | None:
     """Free space where `home` is or would be created: its nearest existing ancestor."""
     if home is None:

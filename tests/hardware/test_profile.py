@@ -177,3 +177,15 @@ def test_format_profile_rows_are_string_pairs() -> None:
     assert table["Best precision"] == "fp32"
     assert "NVML library not found" in table["GPUs"]
     assert "Disk free (studio home)" not in table
+
+
+@pytest.mark.parametrize(("machine", "flags", "saturates"), [
+    ("x86_64", {"avx2", "fma"}, True),  # AVX2, no VNNI: this project's 2-core machine
+    ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, False),
+    ("x86_64", {"avx2", "avx_vnni"}, False),
+    ("aarch64", {"asimd"}, False),  # the saturation is an x86 kernel's
+])
+def test_int8_saturates_on_x86_without_vnni_only(monkeypatch, machine, flags, saturates):
+    monkeypatch.setattr(profile_mod.platform, "machine", lambda: machine)
+    monkeypatch.setattr(profile_mod, "_read_cpuinfo", lambda: ("cpu", flags))
+    assert profile_mod.int8_saturates() is saturates
