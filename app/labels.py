@@ -56,6 +56,8 @@ LABELS = {
     "training.save_steps": "Checkpoint every (steps)",
     "training.early_stopping_patience": "Early-stopping patience (evaluations)",
     "training.seed": "Seed",
+    "training.label_words": "Label words (the answers' classes)",
+    "training.label_loss_weight": "Label loss weight",
     "training.backend": "Training backend",
     "training.nproc": "Processes",
     "training.nnodes": "Machines",

@@ -46,6 +46,8 @@ SWEEP: dict[str, tuple[str, dict]] = {
     "reason_first-120": ("reason_first", {"max_steps": 120}),
     "reason_compare-120": ("reason_compare", {"max_steps": 120}),
     "reason_first-120-lr2e-3": ("reason_first", {"max_steps": 120, "learning_rate": 2e-3}),
+    "verdict_first-120-labels": ("verdict_first", {"max_steps": 120, "label_words": ["COMPLIANT", "NON-COMPLIANT"]}),
+    "verdict_first-40-labels": ("verdict_first", {"max_steps": 40, "label_words": ["COMPLIANT", "NON-COMPLIANT"]}),
 }
 
 CHILD = r'''
@@ -65,7 +67,8 @@ from studio_core.runs import model_cache_dir, studio_home
 from studio_core.train.adapters import apply_method
 from studio_core.train.precision import autocast
 from studio_core.train.batching import supervised_rows
-from studio_core.train.trainer import train
+from studio_core.train.labels import label_parts
+from studio_core.train.trainer import TrainerParts, train
 
 answer, overrides, eval_rows, threads = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.set_num_threads(threads)
@@ -84,8 +87,9 @@ with tempfile.TemporaryDirectory() as tmp:
     losses = []
     metric = lambda **m: losses.append(m["loss"]) if "loss" in m else None
     t1 = time.perf_counter()
+    parts = label_parts(cfg.training, tok, lambda *a, **k: None) if cfg.training.label_words else TrainerParts()
     train(cfg, peft_model, train_rows, val_rows, tok.pad_token_id, Path(tmp) / "run", precision,
-          lambda *a, **k: None, metric, threading.Event())
+          lambda *a, **k: None, metric, threading.Event(), parts)
     t2 = time.perf_counter()
     prompts, refs = zip(*(prompt_and_reference(c) for c in data.val[:eval_rows]))
     with autocast(precision, "cpu"):

@@ -12,11 +12,24 @@ Measured on this 2-core machine with the same loop as a scratch script (bench/RE
 the verdict stays at chance for about 180 steps, then reaches 0.80 held-out at step 210 and 1.00 at 240. A run that
 stops in that plateau looks as if it cannot learn the rule. `--rule all` trains on every rule's rows (2,880, 120
 held out): at the same settings, held-out 0.44-0.59 to step 210 and 0.658 at 240 (majority 0.583), training rows 0.525.
+(Those two ran in bf16 on a CPU that has it.)
+
+`--loss` says what the plateau is made of. Measured 2026-12-02 on an AVX2 CPU without bf16 (so fp32), `--rule
+Confidentiality --balanced --steps 60 --every 15`, the same rows, seed and batches for each; held-out accuracy / AUC
+at steps 15, 30, 45, 60 (0.483 / 0.65 at step 0):
+- `vocab` (cross-entropy over the vocabulary, as fine-tuning has it): 0.53/0.50, 0.43/0.43, 0.42/0.48, 0.56/0.61;
+- `margin` (logistic loss on logit(' COMP') - logit(' NON')): 0.52/0.50, 0.52/0.48, 0.53/0.57, **0.96/1.00**;
+- `centred` (the same, each row's margin minus the batch's mean): 0.48/0.55, 0.69/0.73, **0.90/1.00**, **1.00/1.00**.
+The decision is learnt within 60 steps once the loss is on the two labels alone, a little sooner centred; with the
+whole vocabulary's cross-entropy it is still at chance there. `training.label_words` adds the centred loss to a run,
+beside the plain one (studio_core/train/labels.py).
 
     .venv/bin/python bench/demo_readout.py [--rule Confidentiality | all] [--steps 240] [--batch 8] [--lr 2e-4]
-                                           [--every 30] [--balanced] [--threads 2]
+                                           [--every 30] [--balanced] [--loss vocab|margin|centred] [--threads 2]
 
-Prints one JSON line per evaluation; writes bench/results/demo_readout-<rule>.json.
+Prints one JSON line per evaluation (accuracy at margin 0; at the threshold that best splits 80 training rows, which
+says whether the rows are ranked right even where the overall bias is off; and held-out AUC); writes
+bench/results/demo_readout-<rule>-<loss>.json.
 """
 
 from __future__ import annotations
@@ -40,8 +53,14 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--every", type=int, default=30)
     parser.add_argument("--balanced", action="store_true", help="half of each batch of either verdict")
+    parser.add_argument("--loss", choices=("vocab", "margin", "centred"), default="vocab",
+                        help="vocab: cross-entropy over the whole vocabulary (the default, as fine-tuning has it); "
+                        "margin: logistic loss on the margin logit(' COMP') - logit(' NON'); centred: the same on each "
+                        "row's margin minus the batch's mean margin, so no step is rewarded for moving every row's "
+                        "verdict at once (implies --balanced)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    args.balanced = args.balanced or args.loss == "centred"
 
     sys.path.insert(0, str(ROOT))
     import torch
@@ -90,23 +109,29 @@ def main() -> int:
                              logits_to_keep=1)
         return out.logits[:, -1, :].float()
 
-    def accuracy(split) -> float:
+    def margins(split) -> list[tuple[float, bool]]:
+        """(logit(' COMP') - logit(' NON'), the verdict is COMPLIANT) per row."""
         peft_model.eval()
-        right = 0
+        out = []
         with torch.no_grad():
             for i in range(0, len(split), 24):
                 chunk = split[i:i + 24]
                 logits = last_logits(chunk)
-                right += sum(int(bool(d > 0) == gold) for d, (_, gold) in zip(logits[:, comp] - logits[:, non], chunk))
+                out += [(float(d), gold) for d, (_, gold) in zip(logits[:, comp] - logits[:, non], chunk)]
         peft_model.train()
-        return right / len(split)
+        return out
 
     rng, start, lines = random.Random(0), time.perf_counter(), []
     positives, negatives = [x for x in train if x[1]], [x for x in train if not x[1]]
 
     def report(step: int, loss: float | None) -> None:
+        held, seen = margins(test), margins(train[:80])
+        # The threshold that best splits the training rows' margins: accuracy at it says whether the rows are ranked
+        # right even where the verdict's overall bias is off (as it is, by construction, under --loss centred).
+        cut = max((m for m, _ in seen), key=lambda t: sum((m >= t) == g for m, g in seen))
         line = {"step": step, "loss": loss, "minutes": round((time.perf_counter() - start) / 60, 2),
-                "held_out_accuracy": round(accuracy(test), 3), "train_accuracy": round(accuracy(train[:80]), 3)}
+                "held_out_accuracy": round(_accuracy(held, 0.0), 3), "train_accuracy": round(_accuracy(seen, 0.0), 3),
+                "held_out_accuracy_calibrated": round(_accuracy(held, cut), 3), "held_out_auc": round(_auc(held), 3)}
         lines.append(line)
         print(json.dumps(line), flush=True)
 
@@ -117,17 +142,34 @@ def main() -> int:
     for step in range(1, args.steps + 1):
         chunk = (rng.sample(positives, args.batch // 2) + rng.sample(negatives, args.batch - args.batch // 2)
                  if args.balanced else rng.sample(train, args.batch))
-        targets = torch.tensor([comp if gold else non for _, gold in chunk])
-        loss = torch.nn.functional.cross_entropy(last_logits(chunk), targets)
+        logits = last_logits(chunk)
+        if args.loss == "vocab":
+            loss = torch.nn.functional.cross_entropy(logits, torch.tensor([comp if gold else non for _, gold in chunk]))
+        else:
+            margin = logits[:, comp] - logits[:, non]
+            if args.loss == "centred":
+                margin = margin - margin.mean()
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                margin, torch.tensor([float(gold) for _, gold in chunk]))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         if step % args.every == 0 or step == args.steps:
             report(step, round(loss.item(), 4))
-    out = ROOT / "bench" / "results" / f"demo_readout-{args.rule.lower()}.json"
+    out = ROOT / "bench" / "results" / f"demo_readout-{args.rule.lower()}-{args.loss}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "curve": lines}, indent=2) + "\n")
     return 0
+
+
+def _accuracy(rows: list[tuple[float, bool]], threshold: float) -> float:
+    return sum((m >= threshold) == gold for m, gold in rows) / len(rows)
+
+
+def _auc(rows: list[tuple[float, bool]]) -> float:
+    """The chance that a COMPLIANT row's margin is above a NON-COMPLIANT one's (ties count half)."""
+    pos, neg = [m for m, g in rows if g], [m for m, g in rows if not g]
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / max(len(pos) * len(neg), 1)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,15 @@ class TrainingConfig(Section):
         "The best checkpoint is kept and its adapter is the one saved.",
     )
     seed: int = Field(42, description="Seed for initialisation, data order and dropout.")
+    label_words: list[str] = Field(
+        default_factory=list, description="Class labels the answers carry (e.g. COMPLIANT, NON-COMPLIANT; positive, "
+        "negative): training then also learns each row's label against the other rows of its batch (the labels' "
+        "logits centred over the batch), which no step can satisfy by moving every row's label at once. With the "
+        "plain loss alone a label tends to flip for whole batches while the decision stays at chance (measured on "
+        "the demo: bench/demo_readout.py). Each row's label is the first of these words its answer holds; rows "
+        "with none are counted and take only the plain loss. Empty: off.")
+    label_loss_weight: float = Field(
+        1.0, gt=0.0, le=100.0, description="Weight of the label loss (training.label_words) beside the plain loss.")
     backend: Literal["auto", "unsloth", "transformers+peft"] = Field(
         "auto",
         description="Training backend: 'auto' uses unsloth (fused kernels) for lora/qlora where it is installed "
@@ -523,6 +532,13 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
             "eval_steps)",
         ))
     problems.extend(_distributed_problems(config))
+    words = config.training.label_words
+    if words and (len(set(words)) < 2 or any(not w.strip() for w in words)):
+        problems.append(Problem("training.label_words", f"{words} needs two or more different, non-empty words (the "
+                                "labels a row can have), or none to turn the label loss off"))
+    if words and config.data.row_schema == "text":
+        problems.append(Problem("training.label_words", "text rows have no answer to find a label in; use rows with "
+                                "an answer (alpaca, prompt_completion, messages) or clear training.label_words"))
     if config.data.val_path is not None and config.data.val_path == config.data.path:
         problems.append(Problem("data.val_path", "is the training file itself; point it at a separate file"))
     if config.tracking.enabled and not config.tracking.backends:
@@ -573,6 +589,10 @@ def privacy_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem("pruning.enabled", "step 5's masked update is computed from the LoRA weights "
                                 "directly (m * s B@A), so the per-example gradient hooks on the LoRA layers never "
                                 "run and the clipped, noised gradient would be wrong; turn pruning or privacy off"))
+    if config.training.label_words:
+        problems.append(Problem("training.label_words", "the label loss compares each row with the other rows of its "
+                                "batch, so one example's gradient depends on the others and per-example clipping no "
+                                "longer bounds its influence; clear training.label_words under privacy"))
     if config.training.nnodes > 1:
         problems.append(Problem("training.nnodes", "differentially private training runs on one machine in this "
                                 "version (several processes on it are tested, several machines are not); set "

@@ -234,15 +234,17 @@ def _model_cards(ctx: RunContext) -> None:
 
 def trainer_parts(ctx: RunContext):
     """What the run's enabled features attach to the Trainer (`train.trainer.TrainerParts`): trackers, a privacy
-    engine, a gradient communication hook, a packing collator. Each feature's module has one function of the
+    engine, a gradient communication hook, a packing collator, the label loss. Each feature's module has one function of the
     context returning its parts (None when the feature is off), and joins them here on a line of its own."""
     from studio_core.connectors import trackers
+    from studio_core.train import labels
     from studio_core.train.trainer import TrainerParts
 
     parts = TrainerParts()
     parts.add(trackers.trainer_parts(ctx))
     parts.add(privacy.trainer_parts(ctx))
     parts.add(comm.trainer_parts(ctx))
+    parts.add(labels.trainer_parts(ctx))
     return parts
 
 
