@@ -145,11 +145,9 @@ def label_trainer(trainer, weight: float):
             trainer.model_accepts_loss_kwargs and num_items_in_batch is not None)
         if scaled:
             extra = extra / trainer.current_gradient_accumulation_steps
-        trainer.label_losses.append(float(extra.detach()))
         loss = loss + extra
         return (loss, outputs) if return_outputs else loss
 
-    trainer.label_losses = []
     trainer.compute_loss = compute_loss
     return trainer
 
