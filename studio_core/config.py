@@ -536,6 +536,10 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
     if words and (len(set(words)) < 2 or any(not w.strip() for w in words)):
         problems.append(Problem("training.label_words", f"{words} needs two or more different, non-empty words (the "
                                 "labels a row can have), or none to turn the label loss off"))
+    if words and config.training.per_device_batch_size < 2:
+        problems.append(Problem("training.label_words", "the label loss compares each row's label with the other rows "
+                                "of its forward pass, and training.per_device_batch_size=1 gives it none to compare "
+                                "with; set training.per_device_batch_size to 2 or more, or clear training.label_words"))
     if words and config.data.row_schema == "text":
         problems.append(Problem("training.label_words", "text rows have no answer to find a label in; use rows with "
                                 "an answer (alpaca, prompt_completion, messages) or clear training.label_words"))

@@ -96,8 +96,12 @@ def fit_to_memory(cfg, model_config, base_params: int, adapter_params: int, prec
         reasons.append(f"gradient checkpointing on: activations are recomputed in the backward pass instead of "
                        f"kept (about 30% more compute): {current.total / GIB:.2f} GiB")
     batch, accumulation = cfg.training.per_device_batch_size, cfg.training.gradient_accumulation_steps
-    while current.total > budget and batch > 1:
-        smaller = next(d for d in range(batch // 2, 0, -1) if batch % d == 0)  # keeps batch x accumulation exact
+    least = 2 if cfg.training.label_words else 1  # the label loss compares the rows of a pass with each other
+    while current.total > budget and batch > least:
+        # A divisor keeps batch x accumulation exact.
+        smaller = next((d for d in range(batch // 2, least - 1, -1) if batch % d == 0), None)
+        if smaller is None:
+            break
         batch, accumulation = smaller, accumulation * (batch // smaller)
         changes.update({"training.per_device_batch_size": batch, "training.gradient_accumulation_steps": accumulation})
         current = estimate()
@@ -115,6 +119,9 @@ def fit_to_memory(cfg, model_config, base_params: int, adapter_params: int, prec
             reasons.append(f"qlora would not help here ({quantized.total / GIB:.2f} GiB): on a CPU the fp32 "
                            "checkpoint stays mapped in memory beside its 4-bit copy")
     fits = current.total <= budget
+    if not fits and least > 1:
+        reasons.append(f"kept {batch} rows per pass: the label loss (training.label_words) compares each row with "
+                       "the others of its pass; clear it to go down to one")
     if not fits:
         reasons.append(f"still {current.total / GIB:.2f} GiB over {budget / GIB:.2f} GiB: lower data.max_length "
                        f"(activations and logits grow with it) or choose a smaller model")

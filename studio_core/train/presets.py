@@ -1,7 +1,7 @@
 """Use-case presets and the rank recommendation, each with the reasoning shown to the user.
 
 A preset sets every training parameter and the method with all its parameters; the data, the model, the
-seed, the precision and the backend stay the user's. The rank follows the data when its statistics are known
+seed, the precision, the backend and the label words stay the user's. The rank follows the data when its statistics are known
 (`recommend_rank`): more supervised tokens hold more to learn, short categorical answers need little capacity,
 long generations more, and a rank near the model's width stops being low-rank. Fitting the result into the
 machine's memory is `studio_core.train.fit`.
@@ -56,7 +56,8 @@ PRESETS: dict[str, Preset] = {p.id: p for p in (
 PRESET_IDS = tuple(PRESETS)
 RANK_MIN, RANK_MAX = 4, 128
 MAX_EPOCHS = 3
-KEPT_TRAINING = ("enabled", "seed", "backend", "precision")  # the user's machine and reproducibility, not the recipe
+# The user's machine and reproducibility, and the labels their answers carry, not the recipe's.
+KEPT_TRAINING = ("enabled", "seed", "backend", "precision", "label_words", "label_loss_weight")
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,11 @@ def apply_preset(data: dict[str, Any], preset_id: str, stats: DataStats | None =
     method.update(r=advice.r, alpha=float(2 * advice.r), **preset.method_params)
     kept = {k: v for k, v in data.get("training", {}).items() if k in KEPT_TRAINING}
     recipe, steps_reason = _steps_for_data(preset, stats)
+    label_note = None
+    if kept.get("label_words") and recipe["per_device_batch_size"] < 2:
+        kept.pop("label_words")
+        label_note = (f"label words cleared: {preset.title} trains one example per pass and the label loss compares "
+                      "each row with the others of its pass; set a batch of 2 or more to use it")
     training = TrainingConfig(**{**recipe, **kept})
     reasons = [f"{preset.title}: {preset.purpose}", *advice.reasons,
                f"alpha = 2 x r = {2 * advice.r}: the update's scale stays the same when r changes",
@@ -166,6 +172,8 @@ def apply_preset(data: dict[str, Any], preset_id: str, stats: DataStats | None =
                 f"{training.gradient_accumulation_steps} examples at learning rate {training.learning_rate:g}")]
     if cpu_note:
         reasons.append(cpu_note)
+    if label_note:
+        reasons.append(label_note)
     if steps_reason:
         reasons.append(steps_reason)
     if stats is not None:

@@ -68,3 +68,14 @@ def test_several_processes_on_a_cpu_count_every_process_and_the_launcher_but_one
     assert fit_to_memory(one, SMOLLM2, BASE, ADAPTER, "fp32", budget=budget).changes == {}
     fit = fit_to_memory(two, SMOLLM2, BASE, ADAPTER, "fp32", budget=budget)
     assert fit.changes and "2 processes of" in fit.reasons[0]
+
+
+def test_with_label_words_the_batch_stops_at_two_rows_and_says_why():
+    words = ["COMPLIANT", "NON-COMPLIANT"]
+    fit = fit_to_memory(config(label_words=words), SMOLLM2, BASE, ADAPTER, "fp32", budget=0.0)
+    assert fit.changes["training.per_device_batch_size"] == 2 and fit.changes["training.gradient_accumulation_steps"] == 8
+    assert any(r.startswith("kept 2 rows per pass: the label loss") for r in fit.reasons)
+    odd = fit_to_memory(config(per_device_batch_size=6, gradient_accumulation_steps=1, label_words=words), SMOLLM2,
+                        BASE, ADAPTER, "fp32", budget=0.0)
+    assert odd.changes["training.per_device_batch_size"] == 3  # 3 has no divisor of two or more below it
+    assert any(r.startswith("kept 3 rows per pass") for r in odd.reasons)

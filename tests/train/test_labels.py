@@ -72,8 +72,9 @@ def test_words_that_start_with_the_same_token_are_refused_naming_them(tok):
     ({"training": {"label_words": ["COMPLIANT"]}}, "needs two or more different"),
     ({"training": {"label_words": WORDS}, "privacy": {"enabled": True, "target_epsilon": 8}},
      "per-example clipping no longer bounds"),
+    ({"training": {"label_words": WORDS, "per_device_batch_size": 1}}, "per_device_batch_size=1 gives it none"),
 ])
-def test_a_single_label_word_and_the_label_loss_under_privacy_are_refused(extra, field):
+def test_a_single_label_word_a_batch_of_one_and_the_label_loss_under_privacy_are_refused(extra, field):
     with pytest.raises(ConfigError, match=field):
         validate_config(extra)
 

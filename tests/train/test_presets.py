@@ -22,11 +22,24 @@ def test_a_preset_sets_every_training_parameter_and_the_whole_method(preset):
         assert getattr(config.training, key) == value, key
     assert config.training.seed == 7 and config.training.precision == "fp32"  # the user's, not the recipe's
     # Where it runs (backend, processes, machines) is the user's, as are the seed and precision, not the recipe's.
-    own = {"enabled", "seed", "precision", "backend", "nproc", "nnodes", "rdzv_endpoint"}
+    # The label words are the data's.
+    own = {"enabled", "seed", "precision", "backend", "nproc", "nnodes", "rdzv_endpoint", "label_words",
+           "label_loss_weight"}
     untouched = set(TrainingConfig.model_fields) - set(spec.training) - own
     assert not untouched, f"the preset leaves {untouched} as they were"
     assert config.method.alpha == 2 * config.method.r
     assert reasons[0].startswith(spec.title) and any("passes over the 20,000 training rows" in r for r in reasons)
+
+
+def test_a_preset_keeps_the_label_words_and_clears_them_where_it_trains_one_row_per_pass():
+    start = RunConfig().model_dump(mode="json")
+    start["training"].update(label_words=["COMPLIANT", "NON-COMPLIANT"], label_loss_weight=2.0)
+    kept, reasons = apply_preset(start, "balanced", MEDIUM, 576)
+    assert validate_config(kept).training.label_words == ["COMPLIANT", "NON-COMPLIANT"]
+    assert kept["training"]["label_loss_weight"] == 2.0 and not any("label words" in r for r in reasons)
+    cleared, reasons = apply_preset(start, "low_memory", MEDIUM, 576)
+    assert validate_config(cleared).training.label_words == []
+    assert any(r.startswith("label words cleared: Low memory trains one example per pass") for r in reasons)
 
 
 def test_presets_order_their_capacity_and_memory_as_their_names_say():
