@@ -1,10 +1,10 @@
 """Use-case presets and the rank recommendation, each with the reasoning shown to the user.
 
 A preset sets every training parameter and the method with all its parameters; the data, the model, the
-seed, the precision, the backend and the label words stay the user's. The rank follows the data when its statistics are known
-(`recommend_rank`): more supervised tokens hold more to learn, short categorical answers need little capacity,
-long generations more, and a rank near the model's width stops being low-rank. Fitting the result into the
-machine's memory is `studio_core.train.fit`.
+seed, the precision, the backend and the label words stay the user's. The rank follows the data when its
+statistics are known (`recommend_rank`): more supervised tokens hold more to learn, short categorical answers
+need little capacity, long generations more, and a rank near the model's width stops being low-rank. Fitting the
+result into the machine's memory is `studio_core.train.fit`.
 """
 
 from __future__ import annotations

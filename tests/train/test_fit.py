@@ -73,7 +73,8 @@ def test_several_processes_on_a_cpu_count_every_process_and_the_launcher_but_one
 def test_with_label_words_the_batch_stops_at_two_rows_and_says_why():
     words = ["COMPLIANT", "NON-COMPLIANT"]
     fit = fit_to_memory(config(label_words=words), SMOLLM2, BASE, ADAPTER, "fp32", budget=0.0)
-    assert fit.changes["training.per_device_batch_size"] == 2 and fit.changes["training.gradient_accumulation_steps"] == 8
+    changes = fit.changes
+    assert changes["training.per_device_batch_size"] == 2 and changes["training.gradient_accumulation_steps"] == 8
     assert any(r.startswith("kept 2 rows per pass: the label loss") for r in fit.reasons)
     odd = fit_to_memory(config(per_device_batch_size=6, gradient_accumulation_steps=1, label_words=words), SMOLLM2,
                         BASE, ADAPTER, "fp32", budget=0.0)
