@@ -26,12 +26,23 @@ beside the plain one (studio_core/train/labels.py). On every rule at once it is 
 centred --steps 90 --every 30` (2,880 training rows, 120 held out, majority 0.583; fp32, 11 minutes) gave held-out
 accuracy 0.45, 0.42, 0.42, 0.45 and AUC 0.53, 0.56, 0.62, 0.52 at steps 0, 30, 60, 90.
 
+What holds the eight rules back is the offset between rules. Measured 2026-12-02 (bf16 CPU), `--rule all --answer
+reason_first --lr 5e-4`, 16 rows a step, held-out AUC at steps 0/15/30/45/60:
+- `--loss centred --batch 16` (balanced, centred over the batch): 0.51/0.56/0.64/0.58/0.56;
+- `--loss paired` (one row of either verdict per rule, centred over each rule's pair): 0.51/0.51/0.61/0.72/0.83.
+Run on to `--steps 120 --every 30` (17 minutes), `paired` gave held-out AUC 0.61/0.83/0.92/0.96 at steps 30/60/90/120,
+the mean of the rules' own AUCs 0.70/0.91/0.97/0.985, accuracy at the threshold fitted on training rows 0.61/0.69/
+0.81/0.85 (majority 0.583). The centred loss's own margin 0 has no meaning (it leaves the overall level free: 0.73
+there at step 120); in a run the plain loss sets it. So the decision of all eight rules is learnt once each step
+compares rows of the same rule; a batch that mixes rules is mostly told apart by rule.
+
     .venv/bin/python bench/demo_readout.py [--rule Confidentiality | all] [--steps 240] [--batch 8] [--lr 2e-4]
-                                           [--every 30] [--balanced] [--loss vocab|margin|centred] [--threads 2]
+                                           [--every 30] [--balanced] [--loss vocab|margin|centred|paired]
+                                           [--answer verdict_first|reason_first|reason_compare] [--threads 2]
 
 Prints one JSON line per evaluation (accuracy at margin 0; at the threshold that best splits 80 training rows, which
-says whether the rows are ranked right even where the overall bias is off; and held-out AUC); writes
-bench/results/demo_readout-<rule>-<loss>.json.
+says whether the rows are ranked right even where the overall bias is off; held-out AUC, and its mean over the rules'
+own AUCs); writes bench/results/demo_readout-<rule>-<loss>-<answer>.json.
 """
 
 from __future__ import annotations
@@ -55,11 +66,18 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--every", type=int, default=30)
     parser.add_argument("--balanced", action="store_true", help="half of each batch of either verdict")
-    parser.add_argument("--loss", choices=("vocab", "margin", "centred"), default="vocab",
+    parser.add_argument("--loss", choices=("vocab", "margin", "centred", "paired"), default="vocab",
                         help="vocab: cross-entropy over the whole vocabulary (the default, as fine-tuning has it); "
                         "margin: logistic loss on the margin logit(' COMP') - logit(' NON'); centred: the same on each "
                         "row's margin minus the batch's mean margin, so no step is rewarded for moving every row's "
-                        "verdict at once (implies --balanced)")
+                        "verdict at once (implies --balanced); paired: each batch one row of either verdict per "
+                        "rule (--batch is ignored), each margin centred over its own rule's pair, so neither a "
+                        "shift shared by all rows nor one shared by a rule's rows lowers it")
+    parser.add_argument("--answer", choices=("verdict_first", "reason_first", "reason_compare"),
+                        default="verdict_first",
+                        help="the demo's answer format (studio_core.data.demo.ANSWER_FORMATS); with the reason first, "
+                        "each row is cut at \"Verdict:\" after the reference reason, as the model sees it once it "
+                        "has written the reason")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     args.balanced = args.balanced or args.loss == "centred"
@@ -83,10 +101,12 @@ def main() -> int:
     resolved = resolve_model(RunConfig().model.ref, model_cache_dir(studio_home()))  # the embedded model
     tok = load_tokenizer(resolved)
     comp, non = tok(" COMP")["input_ids"][0], tok(" NON")["input_ids"][0]
-    records = [r for r in generate_legal_audit(3000, seed=1234) if args.rule == "all" or args.rule in r["instruction"]]
+    records = [r for r in generate_legal_audit(3000, seed=1234, answer=args.answer)
+               if args.rule == "all" or args.rule in r["instruction"]]
     if len(records) < HELD_OUT + args.batch:
         raise SystemExit(f"only {len(records)} rows of 3,000 name {args.rule!r}: pick a word of one rule's text")
     items = []  # (prompt ids up to and including "Verdict:", the verdict is COMPLIANT)
+    rules = [r["instruction"].split("Policy rule: ")[-1] for r in records]
     for conv in load_records_as_conversations(records, "alpaca").rows:
         example = tokenize_conversation(tok, conv, 256)
         pos = next(i for i, label in enumerate(example.labels) if label in (comp, non))
@@ -125,6 +145,9 @@ def main() -> int:
 
     rng, start, lines = random.Random(0), time.perf_counter(), []
     positives, negatives = [x for x in train if x[1]], [x for x in train if not x[1]]
+    by_rule: dict[str, tuple[list, list]] = {}
+    for item, rule in zip(train, rules[HELD_OUT:]):
+        by_rule.setdefault(rule, ([], []))[0 if item[1] else 1].append(item)
 
     def report(step: int, loss: float | None) -> None:
         held, seen = margins(test), margins(train[:80])
@@ -133,7 +156,8 @@ def main() -> int:
         cut = max((m for m, _ in seen), key=lambda t: sum((m >= t) == g for m, g in seen))
         line = {"step": step, "loss": loss, "minutes": round((time.perf_counter() - start) / 60, 2),
                 "held_out_accuracy": round(_accuracy(held, 0.0), 3), "train_accuracy": round(_accuracy(seen, 0.0), 3),
-                "held_out_accuracy_calibrated": round(_accuracy(held, cut), 3), "held_out_auc": round(_auc(held), 3)}
+                "held_out_accuracy_calibrated": round(_accuracy(held, cut), 3), "held_out_auc": round(_auc(held), 3),
+                "held_out_auc_within_rule": round(_within_rule_auc(held, rules[:HELD_OUT]), 3)}
         lines.append(line)
         print(json.dumps(line), flush=True)
 
@@ -142,8 +166,11 @@ def main() -> int:
                                                  3), "precision": precision}), flush=True)
     report(0, None)
     for step in range(1, args.steps + 1):
-        chunk = (rng.sample(positives, args.batch // 2) + rng.sample(negatives, args.batch - args.batch // 2)
-                 if args.balanced else rng.sample(train, args.batch))
+        if args.loss == "paired":
+            chunk = [x for pos, neg in by_rule.values() for x in (rng.choice(pos), rng.choice(neg))]
+        else:
+            chunk = (rng.sample(positives, args.batch // 2) + rng.sample(negatives, args.batch - args.batch // 2)
+                     if args.balanced else rng.sample(train, args.batch))
         logits = last_logits(chunk)
         if args.loss == "vocab":
             loss = torch.nn.functional.cross_entropy(logits, torch.tensor([comp if gold else non for _, gold in chunk]))
@@ -151,6 +178,8 @@ def main() -> int:
             margin = logits[:, comp] - logits[:, non]
             if args.loss == "centred":
                 margin = margin - margin.mean()
+            elif args.loss == "paired":  # rows 2i, 2i+1: one rule's COMPLIANT and NON-COMPLIANT row
+                margin = margin - margin.view(-1, 2).mean(1).repeat_interleave(2)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 margin, torch.tensor([float(gold) for _, gold in chunk]))
         loss.backward()
@@ -158,7 +187,7 @@ def main() -> int:
         optimizer.zero_grad()
         if step % args.every == 0 or step == args.steps:
             report(step, round(loss.item(), 4))
-    out = ROOT / "bench" / "results" / f"demo_readout-{args.rule.lower()}-{args.loss}.json"
+    out = ROOT / "bench" / "results" / f"demo_readout-{args.rule.lower()}-{args.loss}-{args.answer}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "curve": lines}, indent=2) + "\n")
     return 0
@@ -166,6 +195,16 @@ def main() -> int:
 
 def _accuracy(rows: list[tuple[float, bool]], threshold: float) -> float:
     return sum((m >= threshold) == gold for m, gold in rows) / len(rows)
+
+
+def _within_rule_auc(rows: list[tuple[float, bool]], rules: list[str]) -> float:
+    """The mean over rules of the AUC among one rule's rows: whether each rule's rows are ranked right, whatever the
+    offset between rules (which a loss centred per rule leaves free)."""
+    groups: dict[str, list[tuple[float, bool]]] = {}
+    for row, rule in zip(rows, rules):
+        groups.setdefault(rule, []).append(row)
+    aucs = [_auc(g) for g in groups.values() if 0 < sum(gold for _, gold in g) < len(g)]
+    return sum(aucs) / len(aucs)
 
 
 def _auc(rows: list[tuple[float, bool]]) -> float:
