@@ -59,6 +59,9 @@ HELD_OUT = 120
 
 
 def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    from studio_core.data.demo import ANSWER_FORMATS, DEFAULT_ANSWER, generate_legal_audit, rule_of
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rule", default="Confidentiality", help="a word of the rule's policy text, or 'all'")
     parser.add_argument("--steps", type=int, default=240)
@@ -73,8 +76,7 @@ def main() -> int:
                         "verdict at once (implies --balanced); paired: each batch one row of either verdict per "
                         "rule (--batch is ignored), each margin centred over its own rule's pair, so neither a "
                         "shift shared by all rows nor one shared by a rule's rows lowers it")
-    parser.add_argument("--answer", choices=("verdict_first", "reason_first", "reason_compare"),
-                        default="verdict_first",
+    parser.add_argument("--answer", choices=ANSWER_FORMATS, default=DEFAULT_ANSWER,
                         help="the demo's answer format (studio_core.data.demo.ANSWER_FORMATS); with the reason first, "
                         "each row is cut at \"Verdict:\" after the reference reason, as the model sees it once it "
                         "has written the reason")
@@ -82,12 +84,10 @@ def main() -> int:
     args = parser.parse_args()
     args.balanced = args.balanced or args.loss == "centred"
 
-    sys.path.insert(0, str(ROOT))
     import torch
     from peft import LoraConfig, get_peft_model
 
     from studio_core.config import RunConfig
-    from studio_core.data.demo import generate_legal_audit
     from studio_core.data.load import load_records_as_conversations
     from studio_core.data.tokenize import tokenize_conversation
     from studio_core.hardware import best_precision, hardware_profile
@@ -106,7 +106,7 @@ def main() -> int:
     if len(records) < HELD_OUT + args.batch:
         raise SystemExit(f"only {len(records)} rows of 3,000 name {args.rule!r}: pick a word of one rule's text")
     items = []  # (prompt ids up to and including "Verdict:", the verdict is COMPLIANT)
-    rules = [r["instruction"].split("Policy rule: ")[-1] for r in records]
+    rules = [rule_of(r["instruction"]) for r in records]
     for conv in load_records_as_conversations(records, "alpaca").rows:
         example = tokenize_conversation(tok, conv, 256)
         pos = next(i for i, label in enumerate(example.labels) if label in (comp, non))
