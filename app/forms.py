@@ -34,7 +34,7 @@ ESSENTIAL = {
     "comm": ("method", "ratio"),
     "compile": ("engines", "onnx_kv_precision", "gguf_quants"),
 }
-WIDE = ("modules", "tuple", "shapes", "columns", "lines")  # drawn across the page  # drawn across the page, not in a column
+WIDE = ("modules", "tuple", "shapes", "columns", "lines")  # drawn across the page, not in a column
 FLOAT_AS_TEXT = {"training.learning_rate", "method.eps", "export.parity_tolerance"}  # 5e-4 reads better typed
 
 

@@ -58,6 +58,7 @@ LABELS = {
     "training.seed": "Seed",
     "training.label_words": "Label words (the answers' classes)",
     "training.label_loss_weight": "Label loss weight",
+    "training.label_group": "Label group (pattern over the prompt)",
     "training.backend": "Training backend",
     "training.nproc": "Processes",
     "training.nnodes": "Machines",

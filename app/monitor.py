@@ -35,6 +35,15 @@ def run_plan(config: RunConfig) -> list[str]:
             line += (f" (simulation caps the {config.training.max_steps} steps set on step 6 at {t.max_steps}, on a "
                      "tiny random model and a 64-row slice)")
         lines.append(line)
+    if config.training.enabled and config.training.label_words:
+        t = config.training
+        line = f"Label loss (weight {t.label_loss_weight:g}) on the words {', '.join(t.label_words)}"
+        if t.label_group:
+            line += (f", each row compared only with rows of its own group (training.label_group {t.label_group!r}): "
+                     f"every pass holds one row of each word from each group it draws")
+        else:
+            line += ", each row compared with the other rows of its pass"
+        lines.append(line)
     if config.evaluation.enabled:
         lines.append(f"Evaluation: base and tuned each answer up to {config.evaluation.task_rows} held-out prompts "
                      f"and score up to {config.evaluation.max_rows} validation rows")
@@ -111,6 +120,8 @@ def _render_status(run_id: str, key: str):
             _now(status, events)
     else:
         _outcome(run, status, events, key)
+    for message in _unique(e["message"] for e in events if e["type"] == "label_loss"):
+        st.caption(message[0].upper() + message[1:])  # which rows the label loss found, and how they are grouped
     for warning in _unique(e["message"] for e in events if e["type"] == "warning"):
         st.warning(warning)
     return run, state

@@ -38,6 +38,7 @@ from child import run_child  # bench/child.py
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "demo_learning.json"
 
+GROUPED = {"label_words": ["COMPLIANT", "NON-COMPLIANT"], "label_group": "Policy rule: (.*)"}
 # tag: (answer format, training overrides). The defaults' own row is "default".
 SWEEP: dict[str, tuple[str, dict]] = {
     "verdict_first-40": ("verdict_first", {"max_steps": 40}),
@@ -48,6 +49,11 @@ SWEEP: dict[str, tuple[str, dict]] = {
     "reason_first-120-lr2e-3": ("reason_first", {"max_steps": 120, "learning_rate": 2e-3}),
     "verdict_first-120-labels": ("verdict_first", {"max_steps": 120, "label_words": ["COMPLIANT", "NON-COMPLIANT"]}),
     "verdict_first-40-labels": ("verdict_first", {"max_steps": 40, "label_words": ["COMPLIANT", "NON-COMPLIANT"]}),
+    # training.label_group: each pass holds pairs of one rule's rows, one of either verdict, centred within the rule
+    "reason_first-60-grouped": ("reason_first", {"max_steps": 60, "per_device_batch_size": 8,
+                                                 "gradient_accumulation_steps": 2, **GROUPED}),
+    "verdict_first-60-grouped": ("verdict_first", {"max_steps": 60, "per_device_batch_size": 8,
+                                                   "gradient_accumulation_steps": 2, **GROUPED}),
 }
 
 CHILD = r'''

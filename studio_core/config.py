@@ -7,6 +7,7 @@ problem and raise one `ConfigError` naming each field path and its fix.
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, Discriminator, Field, Tag, ValidationError, model_validator
@@ -144,6 +145,14 @@ class TrainingConfig(Section):
         "with none are counted and take only the plain loss. Empty: off.")
     label_loss_weight: float = Field(
         1.0, gt=0.0, le=100.0, description="Weight of the label loss (training.label_words) beside the plain loss.")
+    label_group: str = Field(
+        "", description="A regular expression over each training row's prompt; its first group (or the whole match) "
+        "names the row's group, e.g. 'Policy rule: (.*)' on the demo, one group per rule. Each forward pass then "
+        "takes, from each group it draws, one row of every label word, and the label loss compares rows only with "
+        "rows of their own group, so it learns the decision within each group instead of telling the groups apart "
+        "(measured on the demo: bench/demo_readout.py --loss paired). Needs training.label_words and a per-device "
+        "batch that is a multiple of their number. Rows the pattern does not match, and groups that lack a label, "
+        "are left out of training and counted. Empty: each row is compared with the whole pass.")
     backend: Literal["auto", "unsloth", "transformers+peft"] = Field(
         "auto",
         description="Training backend: 'auto' uses unsloth (fused kernels) for lora/qlora where it is installed "
@@ -540,6 +549,7 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
         problems.append(Problem("training.label_words", "the label loss compares each row's label with the other rows "
                                 "of its forward pass, and training.per_device_batch_size=1 gives it none to compare "
                                 "with; set training.per_device_batch_size to 2 or more, or clear training.label_words"))
+    problems.extend(_label_group_problems(config))
     if words and config.data.row_schema == "text":
         problems.append(Problem("training.label_words", "text rows have no answer to find a label in; use rows with "
                                 "an answer (alpaca, prompt_completion, messages) or clear training.label_words"))
@@ -554,6 +564,28 @@ def cross_field_problems(config: RunConfig) -> list[Problem]:
     if config.privacy.enabled:
         problems.extend(privacy_problems(config))
     return problems
+
+
+def _label_group_problems(config: RunConfig) -> list[Problem]:
+    """`training.label_group`: a pattern that compiles, beside label words, with whole groups in every pass."""
+    training = config.training
+    if not training.label_group:
+        return []
+    if not training.label_words:
+        return [Problem("training.label_group", "groups the rows the label loss compares, and training.label_words "
+                        "is empty, so there is no label loss; set the label words or clear training.label_group")]
+    try:
+        re.compile(training.label_group)
+    except re.error as exc:
+        return [Problem("training.label_group", f"{training.label_group!r} is not a regular expression ({exc}); "
+                        "e.g. 'Policy rule: (.*)' groups the demo's rows by their rule")]
+    k, batch = len(training.label_words), training.per_device_batch_size
+    if batch % k:
+        near = " or ".join(str(n) for n in sorted({max(k, batch // k * k), (batch // k + 1) * k}))
+        return [Problem("training.label_group", f"each forward pass takes one row of each of the {k} label words "
+                        f"from a group, and training.per_device_batch_size={batch} is not a multiple of {k}; set it "
+                        f"to {near}")]
+    return []
 
 
 def privacy_problems(config: RunConfig) -> list[Problem]:

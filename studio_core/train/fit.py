@@ -97,9 +97,11 @@ def fit_to_memory(cfg, model_config, base_params: int, adapter_params: int, prec
                        f"kept (about 30% more compute): {current.total / GIB:.2f} GiB")
     batch, accumulation = cfg.training.per_device_batch_size, cfg.training.gradient_accumulation_steps
     least = 2 if cfg.training.label_words else 1  # the label loss compares the rows of a pass with each other
+    whole = len(cfg.training.label_words) if cfg.training.label_group else 1  # a pass holds whole groups' tuples
+    least = max(least, whole)
     while current.total > budget and batch > least:
         # A divisor keeps batch x accumulation exact.
-        smaller = next((d for d in range(batch // 2, least - 1, -1) if batch % d == 0), None)
+        smaller = next((d for d in range(batch // 2, least - 1, -1) if batch % d == 0 and d % whole == 0), None)
         if smaller is None:
             break
         batch, accumulation = smaller, accumulation * (batch // smaller)
@@ -121,7 +123,9 @@ def fit_to_memory(cfg, model_config, base_params: int, adapter_params: int, prec
     fits = current.total <= budget
     if not fits and least > 1:
         reasons.append(f"kept {batch} rows per pass: the label loss (training.label_words) compares each row with "
-                       "the others of its pass; clear it to go down to one")
+                       "the others of its pass" + (f", a multiple of the {whole} label words under "
+                                                   "training.label_group" if whole > 1 else "")
+                       + "; clear it to go down to one")
     if not fits:
         reasons.append(f"still {current.total / GIB:.2f} GiB over {budget / GIB:.2f} GiB: lower data.max_length "
                        f"(activations and logits grow with it) or choose a smaller model")

@@ -57,7 +57,7 @@ PRESET_IDS = tuple(PRESETS)
 RANK_MIN, RANK_MAX = 4, 128
 MAX_EPOCHS = 3
 # The user's machine and reproducibility, and the labels their answers carry, not the recipe's.
-KEPT_TRAINING = ("enabled", "seed", "backend", "precision", "label_words", "label_loss_weight")
+KEPT_TRAINING = ("enabled", "seed", "backend", "precision", "label_words", "label_loss_weight", "label_group")
 
 
 @dataclass(frozen=True)
@@ -163,8 +163,13 @@ def apply_preset(data: dict[str, Any], preset_id: str, stats: DataStats | None =
     label_note = None
     if kept.get("label_words") and recipe["per_device_batch_size"] < 2:
         kept.pop("label_words")
+        kept.pop("label_group", None)
         label_note = (f"label words cleared: {preset.title} trains one example per pass and the label loss compares "
                       "each row with the others of its pass; set a batch of 2 or more to use it")
+    elif kept.get("label_group") and recipe["per_device_batch_size"] % len(kept.get("label_words") or [1]):
+        kept.pop("label_group")
+        label_note = (f"label group cleared: {preset.title} trains {recipe['per_device_batch_size']} examples per "
+                      f"pass, not a multiple of the {len(kept['label_words'])} label words a group's tuple holds")
     training = TrainingConfig(**{**recipe, **kept})
     reasons = [f"{preset.title}: {preset.purpose}", *advice.reasons,
                f"alpha = 2 x r = {2 * advice.r}: the update's scale stays the same when r changes",

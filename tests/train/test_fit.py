@@ -80,3 +80,9 @@ def test_with_label_words_the_batch_stops_at_two_rows_and_says_why():
                         BASE, ADAPTER, "fp32", budget=0.0)
     assert odd.changes["training.per_device_batch_size"] == 3  # 3 has no divisor of two or more below it
     assert any(r.startswith("kept 3 rows per pass") for r in odd.reasons)
+    # Under training.label_group a pass holds whole tuples, one row of each word: 6 goes to 2, not to 3.
+    grouped = fit_to_memory(config(per_device_batch_size=6, gradient_accumulation_steps=1, label_words=words,
+                                   label_group="Policy rule: (.*)"), SMOLLM2, BASE, ADAPTER, "fp32", budget=0.0)
+    assert grouped.changes["training.per_device_batch_size"] == 2
+    assert grouped.changes["training.gradient_accumulation_steps"] == 3
+    assert any("a multiple of the 2 label words under training.label_group" in r for r in grouped.reasons)

@@ -24,7 +24,7 @@ def test_a_preset_sets_every_training_parameter_and_the_whole_method(preset):
     # Where it runs (backend, processes, machines) is the user's, as are the seed and precision, not the recipe's.
     # The label words are the data's.
     own = {"enabled", "seed", "precision", "backend", "nproc", "nnodes", "rdzv_endpoint", "label_words",
-           "label_loss_weight"}
+           "label_loss_weight", "label_group"}
     untouched = set(TrainingConfig.model_fields) - set(spec.training) - own
     assert not untouched, f"the preset leaves {untouched} as they were"
     assert config.method.alpha == 2 * config.method.r
@@ -33,13 +33,19 @@ def test_a_preset_sets_every_training_parameter_and_the_whole_method(preset):
 
 def test_a_preset_keeps_the_label_words_and_clears_them_where_it_trains_one_row_per_pass():
     start = RunConfig().model_dump(mode="json")
-    start["training"].update(label_words=["COMPLIANT", "NON-COMPLIANT"], label_loss_weight=2.0)
+    start["training"].update(label_words=["COMPLIANT", "NON-COMPLIANT"], label_loss_weight=2.0,
+                             label_group="Policy rule: (.*)")
     kept, reasons = apply_preset(start, "balanced", MEDIUM, 576)
     assert validate_config(kept).training.label_words == ["COMPLIANT", "NON-COMPLIANT"]
+    assert validate_config(kept).training.label_group == "Policy rule: (.*)"  # 4 rows a pass: two whole pairs
     assert kept["training"]["label_loss_weight"] == 2.0 and not any("label words" in r for r in reasons)
     cleared, reasons = apply_preset(start, "low_memory", MEDIUM, 576)
-    assert validate_config(cleared).training.label_words == []
+    assert validate_config(cleared).training.label_words == [] and validate_config(cleared).training.label_group == ""
     assert any(r.startswith("label words cleared: Low memory trains one example per pass") for r in reasons)
+    start["training"].update(label_words=["low", "mid", "high"])  # three words: 4 rows a pass split a triple
+    regrouped, reasons = apply_preset(start, "balanced", MEDIUM, 576)
+    assert validate_config(regrouped).training.label_group == ""
+    assert any(r.startswith("label group cleared: Balanced trains 4 examples per pass") for r in reasons)
 
 
 def test_presets_order_their_capacity_and_memory_as_their_names_say():
