@@ -85,12 +85,10 @@ def label_tokens(tokenizer, words: list[str]) -> LabelTokens:
     return LabelTokens(tuple(words), tuple(all_seqs), tuple(parts), tuple(forms))
 
 
-def count_labels(tokens: LabelTokens, examples: list[TokenizedExample]) -> dict[str, int]:
-    """How many rows carry each label word, and how many carry none (`(none)`)."""
-    counts: Counter = Counter()
-    for example in examples:
-        found = tokens.find(example.labels)
-        counts[tokens.words[found[2]] if found else "(none)"] += 1
+def count_labels(tokens: LabelTokens, found: list[tuple[int, int, int] | None]) -> dict[str, int]:
+    """How many rows carry each label word, and how many carry none (`(none)`); `found`: each row's
+    `tokens.find(example.labels)`."""
+    counts = Counter(tokens.words[f[2]] if f else "(none)" for f in found)
     return {word: counts[word] for word in (*tokens.words, "(none)")}
 
 
@@ -191,16 +189,16 @@ class GroupedLabelSampler:
         return iter([index for row in tuples for index in row])
 
 
-def label_groups(pattern: str, tokens: LabelTokens, examples: list[TokenizedExample], decode) -> tuple[
-        dict[str, list[list[int]]], dict[str, int]]:
+def label_groups(pattern: str, tokens: LabelTokens, examples: list[TokenizedExample],
+                 found: list[tuple[int, int, int] | None], decode) -> tuple[dict[str, list[list[int]]], dict[str, int]]:
     """The training rows' groups under `pattern` (its first group, or the whole match, over the prompt's text:
     the tokens before the first supervised one, `decode`d): for each group the indices of its rows of each label
-    word, for the groups that hold every label; and how many rows each reason leaves out of training."""
+    word, for the groups that hold every label; and how many rows each reason leaves out of training. `found`:
+    each row's `tokens.find(example.labels)`, as for `count_labels`."""
     compiled = re.compile(pattern)
-    found: dict[str, list[list[int]]] = {}
+    grouped: dict[str, list[list[int]]] = {}
     left = Counter()
-    for index, example in enumerate(examples):
-        label = tokens.find(example.labels)
+    for index, (example, label) in enumerate(zip(examples, found)):
         if label is None or label[0] == 0:
             left["no label word"] += 1
             continue
@@ -210,9 +208,9 @@ def label_groups(pattern: str, tokens: LabelTokens, examples: list[TokenizedExam
             left["pattern does not match"] += 1
             continue
         name = match.group(1) if compiled.groups else match.group(0)
-        found.setdefault(name, [[] for _ in tokens.words])[label[2]].append(index)
-    whole = {name: rows for name, rows in found.items() if all(rows)}
-    left["group lacks a label"] = sum(len(r) for name, rows in found.items() if name not in whole for r in rows)
+        grouped.setdefault(name, [[] for _ in tokens.words])[label[2]].append(index)
+    whole = {name: rows for name, rows in grouped.items() if all(rows)}
+    left["group lacks a label"] = sum(len(r) for name, rows in grouped.items() if name not in whole for r in rows)
     return whole, {reason: n for reason, n in left.items() if n}
 
 
@@ -255,7 +253,9 @@ def label_parts(training, tokenizer, emit):
     tokens = label_tokens(tokenizer, words)
 
     def wrap(trainer):
-        counts = count_labels(tokens, trainer.train_dataset.examples)
+        examples = trainer.train_dataset.examples
+        labels = [tokens.find(example.labels) for example in examples]
+        counts = count_labels(tokens, labels)
         found = sum(v for k, v in counts.items() if k != "(none)")
         if found == 0:
             raise ConfigError([Problem("training.label_words", f"none of the {counts['(none)']} training rows' answers "
@@ -267,8 +267,7 @@ def label_parts(training, tokenizer, emit):
                                f"{found + counts['(none)']} training rows: {shares}; {counts['(none)']} rows hold no "
                                "label word and take only the plain loss", label_rows=counts)
             return label_trainer(trainer, training.label_loss_weight)
-        examples = trainer.train_dataset.examples
-        groups, left = label_groups(training.label_group, tokens, examples,
+        groups, left = label_groups(training.label_group, tokens, examples, labels,
                                     lambda ids: tokenizer.decode(ids, skip_special_tokens=False))
         if not groups:
             raise ConfigError([Problem("training.label_group", f"no group of the {len(examples)} training rows "

@@ -166,7 +166,8 @@ def apply_preset(data: dict[str, Any], preset_id: str, stats: DataStats | None =
         kept.pop("label_group", None)
         label_note = (f"label words cleared: {preset.title} trains one example per pass and the label loss compares "
                       "each row with the others of its pass; set a batch of 2 or more to use it")
-    elif kept.get("label_group") and recipe["per_device_batch_size"] % len(kept.get("label_words") or [1]):
+    elif kept.get("label_group") and kept.get("label_words") and (
+            recipe["per_device_batch_size"] % len(kept["label_words"])):
         kept.pop("label_group")
         label_note = (f"label group cleared: {preset.title} trains {recipe['per_device_batch_size']} examples per "
                       f"pass, not a multiple of the {len(kept['label_words'])} label words a group's tuple holds")
