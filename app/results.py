@@ -173,6 +173,8 @@ def peft_summary(info: dict[str, Any], run) -> None:
     notes = [] if info["mergeable"] else ["cannot merge: ships as an adapter only"]
     if info["base_loaded_in_4bit"]:
         notes.append("base loaded in 4-bit")
+    elif info.get("base_dtype") == "bfloat16":  # runs before it was recorded held their base in fp32
+        notes.append("frozen base held in bf16 (the adapter trains in fp32; the merge uses the fp32 base)")
     if notes:
         st.caption("; ".join(notes))
 

@@ -54,6 +54,10 @@ SWEEP: dict[str, tuple[str, dict]] = {
                                                  "gradient_accumulation_steps": 2, **GROUPED}),
     "verdict_first-60-grouped": ("verdict_first", {"max_steps": 60, "per_device_batch_size": 8,
                                                    "gradient_accumulation_steps": 2, **GROUPED}),
+    "reason_first-90-grouped": ("reason_first", {"max_steps": 90, "per_device_batch_size": 8,
+                                                 "gradient_accumulation_steps": 2, **GROUPED}),
+    "reason_first-90-grouped-16x1": ("reason_first", {"max_steps": 90, "per_device_batch_size": 16,
+                                                      "gradient_accumulation_steps": 1, **GROUPED}),
 }
 
 CHILD = r'''
@@ -71,7 +75,7 @@ from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
 from studio_core.models.targets import default_target_modules
 from studio_core.runs import model_cache_dir, studio_home
 from studio_core.train.adapters import apply_method
-from studio_core.train.precision import autocast
+from studio_core.train.precision import autocast, base_dtype
 from studio_core.train.batching import supervised_rows
 from studio_core.train.labels import label_parts
 from studio_core.train.trainer import TrainerParts, train
@@ -86,9 +90,9 @@ with tempfile.TemporaryDirectory() as tmp:
     tok = load_tokenizer(resolved)
     data = prepare_data(cfg.data, lambda: tok)
     torch.manual_seed(cfg.training.seed)
-    model = load_model(resolved)
-    peft_model = apply_method(model, cfg.method, default_target_modules(model))
     precision = best_precision(hardware_profile())
+    model = load_model(resolved, dtype=base_dtype(cfg, precision))  # as the run's step 4 loads it
+    peft_model = apply_method(model, cfg.method, default_target_modules(model))
     train_rows, val_rows = supervised_rows(data)
     losses = []
     metric = lambda **m: losses.append(m["loss"]) if "loss" in m else None
@@ -103,7 +107,8 @@ with tempfile.TemporaryDirectory() as tmp:
     t3 = time.perf_counter()
 report = verdict_report([_user_text(p) for p in prompts], answers, list(refs))
 print(json.dumps({"train_minutes": (t2 - t1) / 60, "eval_minutes": (t3 - t2) / 60, "setup_minutes": (t1 - t0) / 60,
-                  "train_rows": len(train_rows), "precision": precision, "report": report,
+                  "train_rows": len(train_rows), "precision": precision, "base_dtype": base_dtype(cfg, precision),
+                  "report": report,
                   "first_losses": losses[:3], "last_losses": losses[-3:], "samples": answers[:3]}))
 '''
 
@@ -219,11 +224,12 @@ def worst_rule(report: dict) -> str:
 
 
 def print_table(records: list[dict]) -> None:
-    print(f"{'setting':28}{'train min':>10}{'eval min':>9}{'accuracy':>9}{'baseline':>9}{'p':>9}"
+    print(f"{'setting':30}{'base':>5}{'train min':>10}{'eval min':>9}{'accuracy':>9}{'baseline':>9}{'p':>9}"
           "  worst rule vs its baseline")
     for r in records:
         rep = r["report"]
-        print(f"{r['tag']:28}{r['train_minutes']:10.1f}{r['eval_minutes']:9.1f}{rep['accuracy']:9.3f}"
+        base = r.get("base_dtype", "fp32")  # records from before the bf16 base (train/precision.py) held it in fp32
+        print(f"{r['tag']:30}{base:>5}{r['train_minutes']:10.1f}{r['eval_minutes']:9.1f}{rep['accuracy']:9.3f}"
               f"{rep['majority_baseline']:9.3f}{rep['p_value_vs_baseline']:9.1e}  {worst_rule(rep)}")
 
 

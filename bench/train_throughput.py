@@ -5,7 +5,9 @@ sequence length, batch and number of steps, in bf16 autocast where the CPU suppo
 process (so peak RSS is its own). The baseline script uses no studio code: it reads the rows from a JSONL
 file and tokenizes them itself. Throughput counts non-padding tokens over the steps after the first
 (warm-up) one. `--studio-method JSON` adds a third side, the studio with those method settings (e.g.
-'{"dropout": 0}'), to measure one lever against the same baseline in the same run.
+'{"dropout": 0}'), to measure one lever against the same baseline in the same run; `--levers` adds 'studio-', the
+studio without its 16-bit base levers (base held in fp32, peft casting each adapter's input to fp32:
+`studio_core.train.precision`).
 
 It also measures this machine's bf16 (or fp32) matmul peak (2048^3, the run's threads) and prints each side's
 model FLOP/s against it. Model FLOPs per token: 4 x the weights a token passes (forward 2, the backward's input
@@ -15,7 +17,7 @@ them, which this count does not credit). Targets (issue 19): studio >= 2.0x the 
 <= 1.0x; the goal, >= 40% of the peak. Writes bench/results/train_throughput.json.
 
     .venv/bin/python bench/train_throughput.py [--model REF] [--steps 12] [--batch 4] [--seq 256] [--rounds 2]
-                                               [--studio-method '{"dropout": 0}']
+                                               [--studio-method '{"dropout": 0}'] [--levers]
 """
 
 from __future__ import annotations
@@ -78,11 +80,17 @@ from studio_core.config import validate_config
 from studio_core.data.tokenize import tokenize_conversation
 from studio_core.models.resolve import load_model, load_tokenizer, resolve_model
 from studio_core.models.targets import default_target_modules
+from studio_core.train import precision as precision_module
 from studio_core.train.adapters import apply_method
 from studio_core.train.trainer import train
 
-model_ref, cache, rows_file, steps, batch, seq, precision, out_dir, method = sys.argv[1:10]
+model_ref, cache, rows_file, steps, batch, seq, precision, out_dir, method, levers = sys.argv[1:11]
 steps, batch, seq = int(steps), int(batch), int(seq)
+if levers == "off":  # the studio before the 16-bit base levers: an fp32 base, peft casting adapter inputs to fp32
+    import contextlib
+    import studio_core.train.precision as precision_module
+    precision_module.autocast_adapter_inputs = lambda model, precision: contextlib.nullcontext()
+    precision_module.base_dtype = lambda cfg, precision: "fp32"
 cfg = validate_config({"model": {"ref": model_ref}, "data": {"max_length": seq}, "method": json.loads(method),
     "training": {"max_steps": steps, "per_device_batch_size": batch, "gradient_accumulation_steps": 1,
                  "learning_rate": 5e-4, "warmup_ratio": 0.0, "eval_steps": steps, "save_steps": steps,
@@ -92,7 +100,7 @@ tok = load_tokenizer(resolved)
 rows = [json.loads(line)["messages"] for line in open(rows_file)]
 examples = [tokenize_conversation(tok, r, seq) for r in rows]
 torch.manual_seed(42)
-model = load_model(resolved)
+model = load_model(resolved, dtype=precision_module.base_dtype(cfg, precision))  # as the run's step 4 loads it
 peft_model = apply_method(model, cfg.method, default_target_modules(model))
 marks, tokens = [], []
 def metric(**m):
@@ -146,6 +154,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--studio-method", default=None, help="JSON method settings for a third side, 'studio+'")
+    parser.add_argument("--levers", action="store_true", help="add 'studio-': the studio with an fp32 base and "
+                        "peft's adapter-input casts (train/precision.py: base_dtype, autocast_adapter_inputs)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -159,7 +169,7 @@ def main() -> None:
     resolved = resolve_model(args.model, cache)
     precision = best_precision(hardware_profile())
     rows = load_records_as_conversations(generate_legal_audit(args.steps * args.batch), "alpaca").rows
-    sides = ["baseline", "studio"] + (["studio+"] if args.studio_method else [])
+    sides = ["baseline", "studio"] + (["studio-"] if args.levers else []) + (["studio+"] if args.studio_method else [])
     results: dict[str, list[dict]] = {side: [] for side in sides}
     with tempfile.TemporaryDirectory() as tmp:
         rows_file = Path(tmp) / "rows.jsonl"
@@ -167,10 +177,14 @@ def main() -> None:
         common = [str(rows_file), str(args.steps), str(args.batch), str(args.seq), precision]
         for i in range(args.rounds):  # alternate, so drift on the machine hits both sides alike
             results["baseline"].append(run_child(BASELINE, [str(resolved.path), *common]))
-            results["studio"].append(run_child(STUDIO, [args.model, str(cache), *common, f"{tmp}/studio-{i}", "{}"]))
+            results["studio"].append(run_child(STUDIO, [args.model, str(cache), *common, f"{tmp}/studio-{i}", "{}",
+                                                        "on"]))
+            if args.levers:
+                results["studio-"].append(run_child(STUDIO, [args.model, str(cache), *common, f"{tmp}/studio--{i}",
+                                                             "{}", "off"]))
             if args.studio_method:
                 results["studio+"].append(run_child(STUDIO, [args.model, str(cache), *common, f"{tmp}/studio+-{i}",
-                                                             args.studio_method]))
+                                                             args.studio_method, "on"]))
         import torch
 
         peak = run_child(PEAK, [precision, str(torch.get_num_threads())])["gflop_per_s"]
@@ -188,6 +202,8 @@ def main() -> None:
     print(f"model {args.model}, {args.steps} steps x batch {args.batch} x seq <= {args.seq}, {precision}, "
           f"{args.rounds} alternated rounds (medians); {precision} matmul peak {peak:.0f} GFLOP/s; "
           f"{per_token / 1e6:.0f} MFLOP per token (supervised share {share:.2f})")
+    if args.levers:
+        print("studio- = the studio with its base in fp32 and peft casting adapter inputs to fp32")
     if args.studio_method:
         print(f"studio+ = the studio with method {args.studio_method}")
     print(f"{'':10}{'tokens/s':>10}{'x baseline':>12}{'peak RSS MB':>13}{'x baseline':>12}{'GFLOP/s':>9}{'of peak':>9}")

@@ -22,7 +22,7 @@ from studio_core.methods import get_method
 from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
 from studio_core.train.adapters import count_parameters, fit_problems
 from studio_core.train.batching import answer_logits_work, collate, supervised_rows
-from studio_core.train.precision import autocast, resolve_precision
+from studio_core.train.precision import autocast, autocast_adapter_inputs, resolve_precision
 
 
 @dataclass
@@ -303,21 +303,23 @@ def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: Prepare
     optimizer = torch.optim.AdamW(params, lr=cfg.training.learning_rate)
     peft_model.train()
     times, losses = [], []
-    for _ in range(steps):
-        start = time.perf_counter()
-        with autocast(precision, device.type):
-            loss = peft_model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
-        losses.append(loss.item())
+    with autocast_adapter_inputs(peft_model, precision):  # as training runs it (train/trainer.py: train)
+        for _ in range(steps):
+            start = time.perf_counter()
+            with autocast(precision, device.type):
+                loss = peft_model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - start)
+            losses.append(loss.item())
     # The first step pays one-off costs (allocation, kernel selection), and the second runs faster than the run's
     # steady state (measured on the embedded model: step 2 at 3.1 ms a token, steps 4-6 at 3.4-3.8, sampled
     # training batches at 3.3-4.2): time from the third step on where there is one.
     per_batch = statistics.median(times[2:] if len(times) > 2 else times[1:] or times)
     checkpoint = _checkpoint_seconds(peft_model, optimizer)
-    forward = _forward_seconds(peft_model, batch, precision, device.type)
+    with autocast_adapter_inputs(peft_model, precision):
+        forward = _forward_seconds(peft_model, batch, precision, device.type)
     t = cfg.training
     rows, width = batch["input_ids"].shape
     # A batch costs about its padded size, rows x its longest row: scale the measured batch to the run's own.

@@ -161,12 +161,25 @@ def training_init(ctx: RunContext) -> None:
     info = {"method": cfg.method.name, "method_parameters": cfg.method.model_dump(mode="json"),
             "target_modules": targets if method.targeted else None, "trainable_parameters": trainable,
             "total_parameters": total, "trainable_percent": round(100 * trainable / total, 4),
-            "precision": precision, "base_loaded_in_4bit": method.loads_in_4bit, "mergeable": method.mergeable,
+            "precision": precision, "base_loaded_in_4bit": method.loads_in_4bit, "base_dtype": _base_dtype(peft_model),
+            "mergeable": method.mergeable,
             "backend": backend.name, "backend_reason": backend.reason, "simulated": ctx.simulated}
     ctx.write_artifact("training_init.json", info)
     ctx.outputs.update(peft_model=peft_model, precision=precision, targets=targets, backend=backend.name)
     ctx.emit("training_initialised", f"{cfg.method.name}: {trainable:,} of {total:,} parameters trainable "
-                                     f"({info['trainable_percent']:.3f}%), {precision}", **info)
+                                     f"({info['trainable_percent']:.3f}%), {precision}, base held in "
+                                     f"{info['base_dtype']}", **info)
+
+
+def _base_dtype(peft_model) -> str:
+    """The dtype most of the frozen base's weights are held in (what training really ran on)."""
+    from collections import Counter
+
+    counts = Counter()
+    for p in peft_model.parameters():
+        if not p.requires_grad:
+            counts[str(p.dtype).removeprefix("torch.")] += p.numel()
+    return counts.most_common(1)[0][0] if counts else "none"
 
 
 def _base_quality(ctx: RunContext, model) -> dict:

@@ -4,8 +4,10 @@ A first-order model by component, each counted from what PyTorch keeps alive at 
 (the start of the backward pass), for a Llama-style decoder (norm, attention, gated MLP) with an adapter on
 the attention and MLP projections:
 
-- weights at load precision. A 4-bit (nf4) base keeps its embeddings (and untied lm_head) unquantized, at the
-  fp32 the studio loads in. On CPU the loader memory-maps the fp32 checkpoint and, with a 4-bit base, the
+- weights at load precision: fp32, or bf16 where training computes in bf16 (`train.precision.base_dtype`). A
+  4-bit (nf4) base keeps its embeddings (and untied lm_head) unquantized, at the fp32 the studio loads it in.
+  On CPU a bf16 base is counted at fp32's size: the RSS after loading SmolLM2-135M measured 641 MB in bf16
+  against 670 MB in fp32 (257 against 513 MB of weights): loading leaves about as much resident either way. On CPU the loader memory-maps the fp32 checkpoint and, with a 4-bit base, the
   mapping stays resident beside the quantized copy, so CPU RSS counts both (measured: QLoRA's RSS after
   loading exceeded LoRA's by ~0.2 GiB). Those file pages are clean, so a machine short of memory can reclaim
   them: there the CPU figure for a 4-bit base is pessimistic by up to the checkpoint's size.
@@ -47,7 +49,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "nf4": 0.5 + 0.0625}  # nf4 + double-quant scales
-LOAD_BYTES = 4.0  # the studio loads every base in fp32 (the nf4 path quantizes from it)
+LOAD_BYTES = 4.0  # the checkpoint's fp32, what the nf4 and bf16 loads leave resident on CPU
 # CPU only: glibc heap kept resident, in units of one forward's activations over all layers (measured).
 CPU_HEAP_RETENTION = {False: 1.0, True: 0.75}  # by gradient checkpointing
 CPU_RUNTIME = 0.25 * 1024**3  # fixed: PyTorch's CPU runtime while training (the measured intercept)
@@ -109,6 +111,8 @@ def estimate_training_memory(
         weights = (base_params - embedding_params) * BYTES_PER_PARAM["nf4"] + embedding_params * LOAD_BYTES
         if device == "cpu":
             weights += base_params * LOAD_BYTES  # the memory-mapped checkpoint stays resident
+    elif weight_format == "bf16" and device == "cpu":
+        weights = base_params * LOAD_BYTES  # measured: as resident as an fp32 base (see the module docstring)
     else:
         weights = base_params * BYTES_PER_PARAM[weight_format]
 

@@ -56,6 +56,7 @@ class Method:
     quantized_base: bool = True  # works on a base already in 4-bit
     under_1_percent: bool = False  # trains under 1% of a real-size model's parameters at its defaults
     rewrites_base: bool = False  # initialisation changes the base weights (saved converted; see train/adapters.py)
+    bf16_base: bool = True  # the frozen base may be held in bf16 under bf16 compute (train/precision.py: base_dtype)
     targeted: bool = True  # adapts named modules (prefix/prompt add virtual tokens instead)
     notes: tuple[str, ...] = field(default_factory=tuple)
     # Checks of the module's own shapes against the model's matched (path, module) pairs, with the fix.

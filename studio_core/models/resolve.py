@@ -171,12 +171,13 @@ def load_tokenizer(model: ResolvedModel):
     return tokenizer
 
 
-def load_model(model: ResolvedModel, quantize_4bit: bool = False, compute_dtype: str = "fp32"):
-    """Load the weights (safetensors only); `quantize_4bit` is the QLoRA nf4 path (bitsandbytes)."""
+def load_model(model: ResolvedModel, quantize_4bit: bool = False, compute_dtype: str = "fp32", dtype: str = "fp32"):
+    """Load the weights (safetensors only) in `dtype` (fp32 or bf16); `quantize_4bit` is the QLoRA nf4 path
+    (bitsandbytes), computing in `compute_dtype`."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"use_safetensors": True, "dtype": torch.float32}
+    kwargs: dict[str, Any] = {"use_safetensors": True, "dtype": {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]}
     if quantize_4bit:
         kwargs.update(quantization_config=nf4_config(compute_dtype), device_map=_default_device())
     return AutoModelForCausalLM.from_pretrained(model.path, **kwargs)

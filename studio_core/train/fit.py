@@ -26,11 +26,13 @@ def estimate_for(cfg, model_config, base_params: int, adapter_params: int, preci
                  device: str = "cpu") -> MemoryEstimate:
     """The training-memory estimate of `cfg` on a model with this config and these parameter counts."""
     from studio_core.methods import get_method
+    from studio_core.train.precision import base_dtype
 
     return estimate_training_memory(
         base_params=base_params, adapter_params=adapter_params, **model_shape(model_config),
         batch=cfg.training.per_device_batch_size, seq_len=cfg.data.max_length,
-        weight_format="nf4" if get_method(cfg.method.name).loads_in_4bit else "fp32", compute=precision,
+        weight_format="nf4" if get_method(cfg.method.name).loads_in_4bit else base_dtype(cfg, precision),
+        compute=precision,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
         adapter_dropout=getattr(cfg.method, "dropout", 0.0) > 0, device=device, private=cfg.privacy.enabled,
     )

@@ -26,11 +26,13 @@ def load_training_model(ctx: RunContext, precision: str):
     """The model later stages train: the real weights, or the simulation's tiny stand-in."""
     from studio_core.models.resolve import load_model, load_simulation_model
     from studio_core.methods import get_method
+    from studio_core.train.precision import base_dtype
 
     model = ctx.resolved_model()
     if ctx.simulated:
         return load_simulation_model(model, len(ctx.tokenizer()))
-    return load_model(model, quantize_4bit=get_method(ctx.config.method.name).loads_in_4bit, compute_dtype=precision)
+    return load_model(model, quantize_4bit=get_method(ctx.config.method.name).loads_in_4bit, compute_dtype=precision,
+                      dtype=base_dtype(ctx.config, precision))
 
 
 
@@ -141,11 +143,16 @@ def check_reload(ctx: RunContext, adapter_dir: Path, batch: dict, swap: bool) ->
     from studio_core.errors import StudioError
     from studio_core.sparsity import run as sparsity
     from studio_core.train.merge import MERGE_TOLERANCE, relative_error
-    from studio_core.train.precision import autocast
+    from studio_core.train.precision import autocast, base_dtype
 
     trained = ctx.outputs["peft_model"].eval()
     device, dtype = next(trained.parameters()).device, trained.get_base_model().dtype
-    reloaded = PeftModel.from_pretrained(fresh_base(ctx).to(device=device, dtype=dtype), str(adapter_dir)).eval()
+    # Loaded in the dtype training held it in: a model cast with .to(bf16) also rounds the fp32 buffers a bf16
+    # load keeps (Llama's rotary inv_freq), 3e-3 of the logits on the tiny model.
+    base = fresh_base(ctx, base_dtype(ctx.config, ctx.outputs["precision"]))
+    if base.dtype != dtype:  # unsloth's own bf16 load
+        base = base.to(dtype=dtype)
+    reloaded = PeftModel.from_pretrained(base.to(device=device), str(adapter_dir)).eval()
     sparsity.prepare_adapter(ctx, reloaded)  # pruning: the masked update on the pruned base, not stock peft's
     inputs = {k: v.to(device) for k, v in batch.items() if k != "labels"}
     # Both at the run's compute precision: the Trainer left the trained model's forward under bf16/fp16 autocast.
@@ -168,8 +175,9 @@ def check_reload(ctx: RunContext, adapter_dir: Path, batch: dict, swap: bool) ->
 
 
 
-def fresh_base(ctx: RunContext):
+def fresh_base(ctx: RunContext, dtype: str = "fp32"):
     """The base to merge into, in fp32: QLoRA's is its 4-bit base de-quantized (what the adapter trained on).
+    `dtype` bf16 loads a plain base in bf16 (the reload check of a run whose base trained in bf16).
 
     With pruning, the run's masks are applied first (to the 4-bit layers before de-quantizing, as in training)."""
     from studio_core.models.resolve import load_model
@@ -186,7 +194,7 @@ def fresh_base(ctx: RunContext):
         base = load_model(ctx.resolved_model(), quantize_4bit=True, compute_dtype="fp32")
         sparsity.prepare_base(ctx, base)
         return base.dequantize()
-    base = load_model(ctx.resolved_model())
+    base = load_model(ctx.resolved_model(), dtype=dtype)
     sparsity.prepare_base(ctx, base)
     return base
 
@@ -214,6 +222,7 @@ def trained_model(ctx: RunContext):
 
         from studio_core.models.resolve import load_model
         from studio_core.methods import get_method
+        from studio_core.train.precision import base_dtype
 
         adapter = ctx.run.artifacts / "adapter"
         if not (adapter / "adapter_config.json").is_file():
@@ -227,7 +236,7 @@ def trained_model(ctx: RunContext):
             base = AutoModelForCausalLM.from_pretrained(ctx.run.artifacts / "simulation-base", use_safetensors=True)
         else:
             base = load_model(ctx.resolved_model(), quantize_4bit=get_method(ctx.config.method.name).loads_in_4bit,
-                              compute_dtype=precision)
+                              compute_dtype=precision, dtype=base_dtype(ctx.config, precision))  # as it trained
         from studio_core.sparsity import run as sparsity
 
         sparsity.prepare_base(ctx, base)

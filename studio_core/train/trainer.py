@@ -279,7 +279,10 @@ def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int,
     callback = StudioCallback(emit, metric, cancel, cfg.training.max_steps, start_step, parts.metric_fields)
     trainer = build_trainer(cfg, peft_model, train_examples, val_examples, pad_id, run_dir / CHECKPOINTS, precision,
                             callback, parts, resuming=bool(resume_from))
-    trainer.train(resume_from_checkpoint=resume_from)
+    from studio_core.train.precision import autocast_adapter_inputs
+
+    with autocast_adapter_inputs(peft_model, precision):
+        trainer.train(resume_from_checkpoint=resume_from)
     state = trainer.state
     return TrainOutcome(
         steps=state.global_step, cancelled=callback.cancelled, best_checkpoint=state.best_model_checkpoint,

@@ -275,3 +275,61 @@ def test_the_overfitting_warning_is_recorded_as_a_run_event(tmp_path):
     (warning,) = [e for e in run.events() if e["type"] == "warning"]
     assert warning["warning"] == "overfitting" and warning["step"] == 6 and "1.0000 -> 1.1000 -> 1.2000" in \
         warning["message"]
+
+
+def test_a_bf16_run_trains_fp32_adapters_on_a_bf16_base_and_ships_them_onto_the_fp32_base(tmp_path):
+    """Under bf16 autocast the frozen base is held in bf16 (train/precision.py: base_dtype): the adapter still
+    trains and ships in fp32, reloads onto a fresh base and merges into the fp32 weights."""
+    from safetensors.torch import load_file
+
+    run = workflow.run(tiny_config(max_steps=8, eval_steps=4, save_steps=4, precision="bf16"), tmp_path)
+    init = read(run, "training_init.json")
+    assert (init["precision"], init["base_dtype"]) == ("bf16", "bfloat16")
+    evals = [m for m in run.metrics() if "val_loss" in m]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+    weights = load_file(run.artifacts / "adapter" / "adapter_model.safetensors")
+    assert {str(w.dtype) for w in weights.values()} == {"torch.float32"}
+    merge = read(run, "merge.json")
+    assert merge["into"] == "the fp32 base weights" and merge["relative_error"] < 1e-4
+    assert merge["reload_check"]["relative_error"] < 1e-4
+
+
+@pytest.mark.parametrize("change", [{"privacy": {"enabled": True}}, {"pruning": {"enabled": True}},
+                                    {"method": {"name": "qlora"}}, {"method": {"name": "pissa"}},
+                                    {"training": {"precision": "fp32"}}])
+def test_the_base_stays_fp32_where_it_is_changed_measured_or_computed_in_fp32(change):
+    from studio_core.train.precision import base_dtype
+
+    data = {"training": {"precision": "bf16"}}
+    for section, fields in change.items():
+        data[section] = {**data.get(section, {}), **fields}
+    cfg = validate_config(data)
+    assert base_dtype(cfg, cfg.training.precision) == "fp32"
+    assert base_dtype(validate_config({"training": {"precision": "bf16"}}), "bf16") == "bf16"
+
+
+def test_adapter_inputs_go_uncast_only_inside_training_and_the_loss_is_the_same(model_cache):
+    """peft casts each adapter's input to the adapter's fp32; under autocast that cast is redundant, so training
+    turns it off (autocast_adapter_inputs): the same loss, and the cast is back once training is over."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from studio_core.models.resolve import load_model, resolve_model
+    from studio_core.train.precision import autocast, autocast_adapter_inputs
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_model(resolve_model("tiny-random:llama", model_cache), dtype="bf16"),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    assert {str(layer.lora_A["default"].weight.dtype) for layer in layers} == {"torch.float32"}
+    ids = torch.tensor([[5, 17, 99, 3, 42, 7]])
+    with autocast("bf16", "cpu"):
+        plain = model(input_ids=ids, labels=ids).loss
+        with autocast_adapter_inputs(model, "bf16"):
+            assert not any(layer.cast_input_dtype_enabled for layer in layers)
+            uncast = model(input_ids=ids, labels=ids).loss
+    assert all(layer.cast_input_dtype_enabled for layer in layers)
+    assert float(uncast) == float(plain)
+    with autocast_adapter_inputs(model, "fp32"):
+        assert all(layer.cast_input_dtype_enabled for layer in layers)
