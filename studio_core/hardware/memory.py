@@ -7,10 +7,11 @@ the attention and MLP projections:
 - weights at load precision: fp32, or bf16 where training computes in bf16 (`train.precision.base_dtype`). A
   4-bit (nf4) base keeps its embeddings (and untied lm_head) unquantized, at the fp32 the studio loads it in.
   On CPU a bf16 base is counted at fp32's size: the RSS after loading SmolLM2-135M measured 641 MB in bf16
-  against 670 MB in fp32 (257 against 513 MB of weights): loading leaves about as much resident either way. On CPU the loader memory-maps the fp32 checkpoint and, with a 4-bit base, the
-  mapping stays resident beside the quantized copy, so CPU RSS counts both (measured: QLoRA's RSS after
-  loading exceeded LoRA's by ~0.2 GiB). Those file pages are clean, so a machine short of memory can reclaim
-  them: there the CPU figure for a 4-bit base is pessimistic by up to the checkpoint's size.
+  against 670 MB in fp32 (257 against 513 MB of weights): loading leaves about as much resident either way.
+  On CPU the loader memory-maps the fp32 checkpoint and, with a 4-bit base, the mapping stays resident beside
+  the quantized copy, so CPU RSS counts both (measured: QLoRA's RSS after loading exceeded LoRA's by ~0.2 GiB).
+  Those file pages are clean, so a machine short of memory can reclaim them: there the CPU figure for a 4-bit
+  base is pessimistic by up to the checkpoint's size.
 - adapter, gradients and AdamW's two moments, all fp32.
 - activations, per token and layer: the two norm inputs (2h), the attention's query and output (2h) and
   key/value (2 kv, from scaled_dot_product_attention's fused kernel, which keeps no seq^2 probabilities unless

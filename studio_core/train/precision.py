@@ -52,8 +52,9 @@ def base_dtype(cfg, precision: str) -> str:
     updates fp32 weights as before. Kept in fp32 where the base itself is changed or measured in fp32: a 4-bit
     base (QLoRA), a method that rewrites the base at init (PiSSA, OLoRA), 2:4 pruning (its masks and quality
     table are taken on the base), differential privacy (its per-sample gradients were checked against brute
-    force on an fp32 base, not on a 16-bit one), and a method whose registry entry says so (`bf16_base`: AdaLoRA). Merging loads a fresh fp32 base. Measured with
-    `bench/train_throughput.py --levers` (the 'studio-' side holds the base in fp32).
+    force on an fp32 base, not on a 16-bit one), and a method whose registry entry says so (`bf16_base`:
+    AdaLoRA). Merging loads a fresh fp32 base. Measured with `bench/train_throughput.py --levers` (the 'studio-'
+    side holds the base in fp32).
     """
     from studio_core.methods import get_method
     from studio_core.train.adapters import rewrites_base
