@@ -88,7 +88,6 @@ model_ref, cache, rows_file, steps, batch, seq, precision, out_dir, method, leve
 steps, batch, seq = int(steps), int(batch), int(seq)
 if levers == "off":  # the studio before the 16-bit base levers: an fp32 base, peft casting adapter inputs to fp32
     import contextlib
-    import studio_core.train.precision as precision_module
     precision_module.autocast_adapter_inputs = lambda model, precision: contextlib.nullcontext()
     precision_module.base_dtype = lambda cfg, precision: "fp32"
 cfg = validate_config({"model": {"ref": model_ref}, "data": {"max_length": seq}, "method": json.loads(method),
