@@ -313,13 +313,12 @@ def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: Prepare
             optimizer.zero_grad(set_to_none=True)
             times.append(time.perf_counter() - start)
             losses.append(loss.item())
+        checkpoint = _checkpoint_seconds(peft_model, optimizer)
+        forward = _forward_seconds(peft_model, batch, precision, device.type)
     # The first step pays one-off costs (allocation, kernel selection), and the second runs faster than the run's
     # steady state (measured on the embedded model: step 2 at 3.1 ms a token, steps 4-6 at 3.4-3.8, sampled
     # training batches at 3.3-4.2): time from the third step on where there is one.
     per_batch = statistics.median(times[2:] if len(times) > 2 else times[1:] or times)
-    checkpoint = _checkpoint_seconds(peft_model, optimizer)
-    with autocast_adapter_inputs(peft_model, precision):
-        forward = _forward_seconds(peft_model, batch, precision, device.type)
     t = cfg.training
     rows, width = batch["input_ids"].shape
     # A batch costs about its padded size, rows x its longest row: scale the measured batch to the run's own.

@@ -174,28 +174,32 @@ def load_tokenizer(model: ResolvedModel):
 def load_model(model: ResolvedModel, quantize_4bit: bool = False, compute_dtype: str = "fp32", dtype: str = "fp32"):
     """Load the weights (safetensors only) in `dtype` (fp32 or bf16); `quantize_4bit` is the QLoRA nf4 path
     (bitsandbytes), computing in `compute_dtype`."""
-    import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"use_safetensors": True, "dtype": {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]}
+    kwargs: dict[str, Any] = {"use_safetensors": True, "dtype": torch_dtype(dtype)}
     if quantize_4bit:
         kwargs.update(quantization_config=nf4_config(compute_dtype), device_map=_default_device())
     return AutoModelForCausalLM.from_pretrained(model.path, **kwargs)
 
 
+def torch_dtype(name: str):
+    """The torch dtype of a precision's name: fp32, bf16 or fp16."""
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
 def nf4_config(compute_dtype: str):
     """bitsandbytes nf4 with double quantization, computing in `compute_dtype` (fp32/bf16/fp16)."""
-    import torch
     from transformers import BitsAndBytesConfig
 
     from studio_core.catalog import is_bitsandbytes_available
 
     if not is_bitsandbytes_available():
         raise MissingBackendError("bitsandbytes", "pip install bitsandbytes", "QLoRA loads the base in 4-bit")
-    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=dtypes[compute_dtype],
+        bnb_4bit_compute_dtype=torch_dtype(compute_dtype),
     )
 
 
