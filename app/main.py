@@ -8,6 +8,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the pages import the shared UI pieces as `app.*`
     sys.path.insert(0, str(ROOT))
 
+import pandas  # noqa: E402,F401
+import plotly.graph_objects  # noqa: E402,F401
 import streamlit as st  # noqa: E402
 
 from app.access import guard  # noqa: E402
@@ -17,6 +19,9 @@ from app.steps import step_title  # noqa: E402
 from studio_core.jobs import JOBS  # noqa: E402
 
 PAGES = ROOT / "pages"
+# pandas and plotly are imported whole above, before the queue's thread starts: a page's chart importing them while
+# that thread imports pandas too let Python hand one of them a partially initialised pandas ("has no attribute
+# 'Series'", seen on the first load of step 6).
 
 st.set_page_config(page_title="PEFT Studio", layout="wide")
 JOBS.supervisor()  # the queue's worker: started once per studio process, it runs each run in a child process

@@ -352,7 +352,15 @@ def evaluation(report: dict[str, Any], run) -> None:
     rows = [("validation loss", b["val_loss"], t["val_loss"]), ("validation perplexity", b["val_ppl"], t["val_ppl"]),
             (name.replace("_", " "), b["task"]["value"], t["task"]["value"])]
     rows += [(m.replace("_", " "), b["generation"][m], t["generation"][m]) for m in b.get("generation", {})]
+    general = report.get("general_text")
+    if general:  # runs before 2026-12-04 did not measure it
+        rows.append(("general-text perplexity", general["base_ppl"], general["tuned_ppl"]))
     st.table([{"metric": m, "base": f"{x:.4f}", "tuned": f"{y:.4f}", "change": f"{y - x:+.4f}"} for m, x, y in rows])
+    if general:
+        change = general["ratio"] - 1
+        st.caption(f"General-text perplexity is measured on {general['text']}, text that is not the task: the tuned "
+                   f"model's is {abs(change):.1%} {'higher' if change > 0 else 'lower'} than the base's (tuned / base "
+                   f"= {general['ratio']:.3f}), a measure of how much plain language modelling the tuning cost.")
     answers = [a for a in _jsonl(run.artifacts / "eval" / "answers.jsonl") if a.get("reference")]
     if name == "verdict_accuracy" and answers:
         _verdicts(report, answers)

@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from studio_core.config import RunConfig, validate_config
+from studio_core.config import RunConfig, switch_data, validate_config
 from studio_core.config_io import parse_value
 from studio_core.errors import ConfigError, Problem
 from studio_core.runs import atomic_write_text, studio_home
@@ -42,7 +42,12 @@ def get_value(path: str) -> Any:
 
 
 def set_value(path: str, value: Any) -> None:
-    """Write one field of the session's config; a parse error kept for it is cleared."""
+    """Write one field of the session's config; a parse error kept for it is cleared. A new data path also swaps
+    the settings the old data's recipe brought that you left alone for the new data's (`switch_data`)."""
+    if path == "data.path" and isinstance(value, str):
+        st.session_state[CONFIG_KEY] = switch_data(config_data(), value)
+        field_text().pop(path, None)
+        return
     *parents, last = path.split(".")
     data = config_data()
     for part in parents:
@@ -122,8 +127,10 @@ def keep_draft() -> None:
 
 
 def cli_command(config: dict[str, Any]) -> str:
-    """The `peft-studio run` command that runs this very config (fields that differ from the defaults)."""
-    defaults = RunConfig().model_dump(mode="json")
+    """The `peft-studio run` command that runs this very config (fields that differ from the defaults the CLI
+    gives its data: the demo's recipe on the demo)."""
+    defaults = RunConfig.model_validate({"data": {"path": config["data"]["path"]}}).model_dump(mode="json")
+    defaults["data"]["path"] = RunConfig.model_fields["data"].default_factory().path  # the path itself is listed
     parts = ["peft-studio", "run"]
     for key, value in _flatten(config):
         if _lookup(defaults, key) != value:

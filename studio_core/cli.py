@@ -7,6 +7,7 @@ stderr), 1 a failure during a stage.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import re
 import sys
@@ -136,15 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_run_config(args: argparse.Namespace):
     """The RunConfig a `run` invocation means: file, then shortcut flags, then --set, then --simulate."""
-    from studio_core.config import validate_config
+    from studio_core.config import switch_data, validate_config
     from studio_core.config_io import apply_overrides, load_config
 
-    data: dict[str, Any] = load_config(args.config).model_dump() if args.config else {}
+    loaded: dict[str, Any] = load_config(args.config).model_dump() if args.config else {}
     shortcuts = {"data.path": args.data, "model.ref": args.model, "method.name": args.method,
                  "training.nproc": getattr(args, "nproc", None), "training.nnodes": getattr(args, "nnodes", None),
                  "training.rdzv_endpoint": getattr(args, "rdzv_endpoint", None)}
     assignments = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.assignments
-    data = apply_overrides(data, assignments)
+    data = apply_overrides(copy.deepcopy(loaded), assignments)
+    if loaded and data["data"]["path"] != loaded["data"]["path"]:  # the file's recipe fields follow its data
+        data = apply_overrides(switch_data(loaded, data["data"]["path"]), assignments)
     if getattr(args, "preset", None):  # from the data and model chosen above; explicit --set values still win
         from studio_core.train.presets import recommend_preset
 

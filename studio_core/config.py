@@ -6,6 +6,7 @@ problem and raise one `ConfigError` naming each field path and its fix.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from typing import Annotated, Any, Literal, Union, get_args
@@ -29,7 +30,8 @@ class DataConfig(Section):
         description="Training data: a local .jsonl/.json/.csv/.parquet file, a local Hugging Face dataset folder "
         "(datasets' save_to_disk, or Parquet shards laid out like a Hub dataset repo: its train split is read), "
         "'hf:<org>/<name>' (a Hub dataset, from the local cache first; offline with HF_HUB_OFFLINE=1), or "
-        "'demo:legal-audit' for the built-in synthetic legal-audit dataset.",
+        "'demo:legal-audit' for the built-in synthetic legal-audit dataset, which brings its measured training "
+        "recipe (DEMO_RECIPE in studio_core/data/demo.py) for every field the config leaves out.",
     )
     file_format: Literal["auto", "jsonl", "json", "csv", "parquet", "arrow"] = Field(
         "auto", description="File format; 'auto' decides from the file extension (or the folder's files)."
@@ -488,6 +490,58 @@ class RunConfig(Section):
     signing: SigningConfig = Field(default_factory=SigningConfig, description="Step 12: Evidence Signing.")
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Promotion policy gate.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="Experiment tracking.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _take_data_recipe(cls, data: Any) -> Any:
+        return with_data_recipe(data) if isinstance(data, dict) else data
+
+
+def data_recipe(path: str) -> dict[str, dict[str, Any]]:
+    """The settings a built-in dataset brings, by section: the demo's measured recipe (DEMO_RECIPE in
+    studio_core/data/demo.py); none for your own data."""
+    from studio_core.data.demo import DEMO_RECIPE
+
+    return DEMO_RECIPE if path == DEMO_DATA_REF else {}
+
+
+def with_data_recipe(data: dict[str, Any]) -> dict[str, Any]:
+    """Config data with each field of its data's recipe that it leaves out. The recipe's label loss is left out
+    where it cannot run: under privacy, or beside a per-device batch that is not a multiple of its label words."""
+    section = data.get("data", {})
+    path = section.get("path", DEMO_DATA_REF) if isinstance(section, dict) else None
+    recipe = data_recipe(path) if isinstance(path, str) else {}
+    if not recipe or not all(isinstance(data.get(name, {}), dict) for name in recipe):
+        return data
+    out = dict(data)
+    for name, fields in recipe.items():
+        given = out.get(name, {})
+        out[name] = {**copy.deepcopy({k: v for k, v in fields.items() if k not in given}), **given}
+    training, given = out.get("training", {}), data.get("training", {})
+    privacy = data.get("privacy", {})
+    private = privacy.get("enabled") if isinstance(privacy, dict) else getattr(privacy, "enabled", False)
+    words = training.get("label_words")
+    batch = training.get("per_device_batch_size")
+    if "label_words" not in given and words and (private or not isinstance(batch, int) or batch % len(words)):
+        out["training"] = {k: v for k, v in training.items()
+                           if k not in ("label_words", "label_group") or k in given}
+    return out
+
+
+def switch_data(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """Config data (in full, as the studio holds it) with `data.path` set to `path`: each field its old data's
+    recipe set, and still at that value, takes the new data's (its recipe's, else the field's default), so the
+    demo's label words do not follow you to your own file; fields you changed stay yours."""
+    old, new = data_recipe(data["data"]["path"]), data_recipe(path)
+    out = copy.deepcopy(data)
+    out["data"]["path"] = path
+    for name in {*old, *new}:
+        section = RunConfig.model_fields[name].annotation
+        for key in {*old.get(name, {}), *new.get(name, {})}:
+            plain = section.model_fields[key].get_default(call_default_factory=True)
+            if out[name].get(key) == old.get(name, {}).get(key, plain):
+                out[name][key] = copy.deepcopy(new.get(name, {}).get(key, plain))
+    return out
 
 
 def cross_field_problems(config: RunConfig) -> list[Problem]:

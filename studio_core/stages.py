@@ -285,7 +285,7 @@ def dynamic_sparsification(ctx: RunContext) -> None:
 
 
 def evaluation(ctx: RunContext) -> None:
-    """Step 8 (first version): loss, perplexity and the task metric for base and tuned, plus samples."""
+    """Step 8: loss, perplexity, the task metric and general-text perplexity for base and tuned, plus samples."""
     from studio_core.evaluate.basic import run_evaluation
     from studio_core.runs import atomic_write_jsonl
 
@@ -309,6 +309,8 @@ def evaluation(ctx: RunContext) -> None:
         from studio_core.evaluate.verdicts import headline
 
         message += f"; tuned {headline(t['task']['verdicts'])}"
+    general = report["general_text"]
+    message += f"; general-text perplexity {general['base_ppl']:.2f} -> {general['tuned_ppl']:.2f}"
     ctx.emit("evaluated", message, **report)
     _model_cards(ctx)
 

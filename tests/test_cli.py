@@ -206,3 +206,24 @@ def test_a_plain_run_says_when_another_run_shares_the_machine(tmp_path, capsys):
     RunStore(tmp_path).create("{}", "20261201-000000-other-0000", [], False)  # running, owned by this live process
     main(["run", "--simulate", *TINY, "--set", "data.demo_rows=100", "--home", str(tmp_path)])
     assert "run 20261201-000000-other-0000 is running on this machine too" in capsys.readouterr().err
+
+
+def test_a_demo_config_file_run_on_your_data_leaves_the_demo_recipe_behind(tmp_path):
+    from studio_core.cli import build_parser, resolve_run_config
+    from studio_core.config import RunConfig
+    from studio_core.config_io import save_config
+
+    demo = RunConfig().model_copy(update={"training": RunConfig().training.model_copy(update={"max_steps": 70})})
+    save_config(demo, tmp_path / "demo.json")
+    mine = tmp_path / "mine.jsonl"
+    for argv in (["run", str(tmp_path / "demo.json"), "--data", str(mine)],
+                 ["run", str(tmp_path / "demo.json"), "--set", f"data.path={mine}"]):
+        config = resolve_run_config(build_parser().parse_args(argv))
+        assert config.data.path == str(mine)
+        assert (config.training.label_words, config.training.label_group, config.evaluation.task_rows) == ([], "", 32)
+        assert config.training.max_steps == 70  # what the file changed stays
+    kept = resolve_run_config(build_parser().parse_args(["run", str(tmp_path / "demo.json")]))
+    assert kept.training.label_words == ["COMPLIANT", "NON-COMPLIANT"]
+    words = resolve_run_config(build_parser().parse_args(
+        ["run", str(tmp_path / "demo.json"), "--data", str(mine), "--set", 'training.label_words=["yes", "no"]']))
+    assert words.training.label_words == ["yes", "no"]  # an explicit --set still wins

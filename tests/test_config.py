@@ -97,3 +97,39 @@ def test_eval_steps_alone_moves_the_checkpoint_interval_to_a_multiple_of_it():
     assert validate_config({}).training.save_steps == 20
     with pytest.raises(ConfigError, match=r"training.save_steps: 20 is not a multiple .* set training.save_steps=24"):
         validate_config(apply_overrides({}, ["training.eval_steps=8", "training.save_steps=20"]))
+
+
+def test_the_demo_data_brings_its_recipe_and_your_own_data_the_plain_defaults():
+    from studio_core.data.demo import DEMO_RECIPE
+
+    demo = validate_config({})
+    for section, fields in DEMO_RECIPE.items():
+        assert getattr(demo, section).model_dump(include=set(fields)) == fields
+    assert (demo.training.max_steps, demo.training.label_group) == (90, "Policy rule: (.*)")
+    own = validate_config({"data": {"path": "my.jsonl"}})
+    assert (own.training.max_steps, own.training.per_device_batch_size, own.training.label_words,
+            own.training.label_group, own.evaluation.task_rows) == (40, 4, [], "", 32)
+    # a field you set stays yours; the rest of the recipe still comes
+    mine = validate_config({"training": {"max_steps": 12, "label_group": ""}})
+    assert (mine.training.max_steps, mine.training.per_device_batch_size, mine.training.label_group) == (12, 8, "")
+    assert mine.training.label_words == ["COMPLIANT", "NON-COMPLIANT"]
+    # the recipe's label loss stays out where it cannot run, instead of failing a config that never asked for it
+    odd = validate_config({"training": {"per_device_batch_size": 3}})
+    assert (odd.training.label_words, odd.training.label_group) == ([], "")
+    private = RunConfig.model_validate({"privacy": {"enabled": True}})
+    assert private.training.label_words == [] and private.training.max_steps == 90
+
+
+def test_switching_the_data_swaps_the_recipe_fields_you_left_alone():
+    from studio_core.config import switch_data
+
+    demo = RunConfig().model_dump(mode="json")
+    demo["training"]["max_steps"] = 120  # changed by the user: stays
+    own = switch_data(demo, "my.jsonl")
+    assert own["data"]["path"] == "my.jsonl" and own["training"]["max_steps"] == 120
+    assert (own["training"]["label_words"], own["training"]["label_group"], own["training"]["per_device_batch_size"],
+            own["evaluation"]["task_rows"]) == ([], "", 4, 32)
+    assert validate_config(own).training.label_words == []
+    back = switch_data(own, "demo:legal-audit")
+    assert back["training"]["label_words"] == ["COMPLIANT", "NON-COMPLIANT"] and back["training"]["max_steps"] == 120
+    assert demo["training"]["label_words"] == ["COMPLIANT", "NON-COMPLIANT"]  # the input is not changed

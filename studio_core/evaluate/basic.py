@@ -197,9 +197,22 @@ def _answer_rows(splits, user_prompts, base_answers, tuned_answers) -> list[dict
     return rows
 
 
+GENERAL_TEXT_NAME = "sqlite3.h prose, public domain (studio_core/data/general_text/)"
+
+
+def _general_text_ppl(model, tokenizer, precision: str) -> float:
+    """Perplexity on general text that is not the task: what the tuning costs the model's plain language."""
+    from studio_core.evaluate.general_text import general_text_perplexity
+    from studio_core.train.precision import autocast
+
+    with autocast(precision, next(model.parameters()).device.type):
+        return general_text_perplexity(model, tokenizer)
+
+
 def run_evaluation(peft_model, tokenizer, data, cfg, precision: str, metrics: list[dict] | None = None,
                    progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], list[dict]]:
-    """Base (adapter disabled) and tuned on the validation split and the optional test file, with the difference.
+    """Base (adapter disabled) and tuned on the validation split and the optional test file, with the difference,
+    and each one's perplexity on general text that is not the task (does the tuned model forget?).
 
     `metrics` are the run's metrics.jsonl records; when given, the report carries the overfitting verdict.
     `progress(done, total)` is called after each batch of answers (base and tuned together make `total`).
@@ -223,8 +236,10 @@ def run_evaluation(peft_model, tokenizer, data, cfg, precision: str, metrics: li
 
     with peft_model.disable_adapter():
         base, base_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision, on_batch)
+        base_general = _general_text_ppl(peft_model, tokenizer, precision)
     with DoraCaching():  # DoRA recomputes each weight's norm at every decoding step unless cached (eval mode only)
         tuned, tuned_answers = measure_model(peft_model, tokenizer, splits, user_prompts, cfg, precision, on_batch)
+        tuned_general = _general_text_ppl(peft_model, tokenizer, precision)
     val_delta = _delta(base["val"], tuned["val"])
     delta = {"val_loss": val_delta.pop("loss"), **val_delta}
     if ev.test_path:
@@ -233,6 +248,8 @@ def run_evaluation(peft_model, tokenizer, data, cfg, precision: str, metrics: li
         "base": _side(base), "tuned": _side(tuned), "delta": delta, "task_metric": tuned["val"]["task"]["name"],
         "generation_metrics": list(ev.metrics), "test_path": ev.test_path, "max_new_tokens": ev.max_new_tokens,
         "rows": _row_counts(splits, len(ev.prompts)),
+        "general_text": {"base_ppl": base_general, "tuned_ppl": tuned_general, "ratio": tuned_general / base_general,
+                         "text": GENERAL_TEXT_NAME},
     }
     if metrics is not None:
         report["overfitting"] = overfitting_verdict(metrics)

@@ -270,6 +270,9 @@ def test_an_upload_becomes_the_data_path_in_the_config_and_the_widget(studio_env
     assert at.text_input(key="field:data.path").value == str(saved)
     assert at.session_state["run_config"]["data"]["path"] == str(saved)
     assert f"data.path={saved}" in at.sidebar.code[0].value  # and it is what the run (and the CLI) would use
+    training = at.session_state["run_config"]["training"]  # the demo's recipe stays with the demo
+    assert (training["label_words"], training["label_group"], training["max_steps"]) == ([], "", 40)
+    assert "label_words" not in at.sidebar.code[0].value
 
 
 def test_an_import_replaces_every_field_the_name_included(studio_env: Path) -> None:

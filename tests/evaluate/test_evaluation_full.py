@@ -66,6 +66,14 @@ def test_base_and_tuned_on_val_and_test_file_with_user_prompts(tiny, tmp_path):
     assert set(report["delta"]["test"]["generation"]) == {"exact_match", "token_f1", "rouge_l"}
     assert report["rows"]["test"] == {"loss": 3, "task": 3} and report["rows"]["val"] == {"loss": 4, "task": 3}
     assert report["overfitting"]["overfitting"] and report["overfitting"]["from_step"] == 4
+    from studio_core.evaluate.general_text import general_text_perplexity
+
+    general = report["general_text"]  # general text, not the task: base is the adapter disabled, tuned is not
+    with model.disable_adapter():
+        assert general["base_ppl"] == pytest.approx(general_text_perplexity(model, tokenizer))
+    assert general["tuned_ppl"] == pytest.approx(general_text_perplexity(model, tokenizer))
+    assert general["tuned_ppl"] != pytest.approx(general["base_ppl"])
+    assert general["ratio"] == pytest.approx(general["tuned_ppl"] / general["base_ppl"])
 
     assert [a["split"] for a in answers] == ["prompts"] + ["val"] * 3 + ["test"] * 3  # user prompts come first
     assert answers[0]["prompt"] == "What is two plus two?" and answers[0]["reference"] is None
