@@ -6,8 +6,7 @@ from app import activity
 from app.monitor import ACTIVE, render_run
 from app.session import RUN_KEY, config_data
 from app.steps import step_form, step_header, step_nav
-from studio_core.config import data_recipe
-from studio_core.data.demo import DEMO_RECIPE_NOTE
+from studio_core.config import DEMO_RECIPE_NOTE, data_recipe
 from studio_core.train.lifecycle import SIMULATION_STEPS
 
 
@@ -44,7 +43,7 @@ st.subheader("Training settings")
 if config_data()["simulate"]:
     caps = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in SIMULATION_STEPS.items())
     st.caption(f"Simulation is on: a run caps these at {caps} (on a tiny model and a 64-row slice).")
-recipe = data_recipe(config_data()["data"]["path"]).get("training", {})
+recipe = data_recipe(config_data()["data"]["path"], config_data()["model"]["ref"]).get("training", {})
 kept = [k for k, v in recipe.items() if config_data()["training"].get(k) == v]
 if kept:
     st.caption(f"{', '.join(f'`training.{k}`' for k in kept)} as in {DEMO_RECIPE_NOTE}")

@@ -6,7 +6,7 @@ from app import activity
 from app.monitor import start_run
 from app.session import config_data, problems, replace_config, validated_config
 from app.steps import STAGES, step_file, step_state, step_title
-from studio_core.config import DEMO_DATA_REF, switch_data
+from studio_core.config import DEMO_DATA_REF, switch_recipe
 from studio_core.errors import StudioError
 
 st.title("PEFT Studio")
@@ -16,7 +16,7 @@ st.markdown("Fine-tune a language model on your own examples on this machine: pi
 
 
 def _demo() -> None:
-    data = switch_data({**config_data(), "simulate": True}, DEMO_DATA_REF)  # with the demo's recipe
+    data = switch_recipe({**config_data(), "simulate": True}, "data.path", DEMO_DATA_REF)  # with its recipe
     try:
         replace_config(data)
         config = validated_config()

@@ -22,6 +22,22 @@ EMBEDDED_MODEL_REF = "embedded:smollm2-135m-instruct"
 DEMO_DATA_REF = "demo:legal-audit"
 DEFAULT_SAVE_STEPS = 20
 
+# The demo's recipe on the embedded model, by config section, from bench/demo_learning.py's sweep
+# (bench/results/demo_learning.json): reason_first-90-grouped reached verdict accuracy 0.875 on 200 held-out rows
+# after 11.9 minutes of training on 2 CPU cores, every rule above its majority baseline, where the plain loss stays
+# at chance at 40, 120 and 300 steps. The label loss compares each row's verdict with a row of the other verdict
+# under the same policy rule (training.label_group), so the decision is learnt within each rule. 200 task rows bound
+# a coin toss's accuracy to 0.5 +- 0.07 (95%), where 32 rows leave +- 0.17.
+DEMO_RECIPE = {
+    "training": {"max_steps": 90, "per_device_batch_size": 8, "gradient_accumulation_steps": 2,
+                 "label_words": ["COMPLIANT", "NON-COMPLIANT"], "label_group": "Policy rule: (.*)"},
+    "evaluation": {"task_rows": 200},
+}
+DEMO_RECIPE_NOTE = ("the demo data's recipe: 90 steps of 8 x 2 rows, the label loss comparing each verdict with one "
+                    "of the other verdict under the same policy rule; bench/demo_learning.py measured verdict accuracy "
+                    "0.875 on 200 held-out rows after 11.9 minutes of training on 2 CPU cores, where the plain loss "
+                    "stays at chance. Your own data, or another model, starts from the plain defaults.")
+
 
 class DataConfig(Section):
     enabled: bool = Field(True, description="Run step 1, Data Resolve.")
@@ -30,8 +46,8 @@ class DataConfig(Section):
         description="Training data: a local .jsonl/.json/.csv/.parquet file, a local Hugging Face dataset folder "
         "(datasets' save_to_disk, or Parquet shards laid out like a Hub dataset repo: its train split is read), "
         "'hf:<org>/<name>' (a Hub dataset, from the local cache first; offline with HF_HUB_OFFLINE=1), or "
-        "'demo:legal-audit' for the built-in synthetic legal-audit dataset, which brings its measured training "
-        "recipe (DEMO_RECIPE in studio_core/data/demo.py) for every field the config leaves out.",
+        "'demo:legal-audit' for the built-in synthetic legal-audit dataset, which on the embedded model brings its "
+        "measured training recipe (DEMO_RECIPE in studio_core/config.py) for every field the config leaves out.",
     )
     file_format: Literal["auto", "jsonl", "json", "csv", "parquet", "arrow"] = Field(
         "auto", description="File format; 'auto' decides from the file extension (or the folder's files)."
@@ -497,20 +513,23 @@ class RunConfig(Section):
         return with_data_recipe(data) if isinstance(data, dict) else data
 
 
-def data_recipe(path: str) -> dict[str, dict[str, Any]]:
-    """The settings a built-in dataset brings, by section: the demo's measured recipe (DEMO_RECIPE in
-    studio_core/data/demo.py); none for your own data."""
-    from studio_core.data.demo import DEMO_RECIPE
+def data_recipe(path: str, ref: str) -> dict[str, dict[str, Any]]:
+    """The settings a built-in dataset brings for a model, by section: the demo's recipe on the embedded model,
+    where it was measured (DEMO_RECIPE); none for your own data or another model."""
+    return DEMO_RECIPE if path == DEMO_DATA_REF and ref == EMBEDDED_MODEL_REF else {}
 
-    return DEMO_RECIPE if path == DEMO_DATA_REF else {}
+
+def _recipe_of(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    section, model = data.get("data", {}), data.get("model", {})
+    path = section.get("path", DEMO_DATA_REF) if isinstance(section, dict) else getattr(section, "path", None)
+    ref = model.get("ref", EMBEDDED_MODEL_REF) if isinstance(model, dict) else getattr(model, "ref", None)
+    return data_recipe(path, ref) if isinstance(path, str) and isinstance(ref, str) else {}
 
 
 def with_data_recipe(data: dict[str, Any]) -> dict[str, Any]:
     """Config data with each field of its data's recipe that it leaves out. The recipe's label loss is left out
     where it cannot run: under privacy, or beside a per-device batch that is not a multiple of its label words."""
-    section = data.get("data", {})
-    path = section.get("path", DEMO_DATA_REF) if isinstance(section, dict) else None
-    recipe = data_recipe(path) if isinstance(path, str) else {}
+    recipe = _recipe_of(data)
     if not recipe or not all(isinstance(data.get(name, {}), dict) for name in recipe):
         return data
     out = dict(data)
@@ -525,22 +544,26 @@ def with_data_recipe(data: dict[str, Any]) -> dict[str, Any]:
     if "label_words" not in given and words and (private or not isinstance(batch, int) or batch % len(words)):
         out["training"] = {k: v for k, v in training.items()
                            if k not in ("label_words", "label_group") or k in given}
+    elif "label_group" not in given and not words:  # your own label words, none: no group of them either
+        out["training"] = {k: v for k, v in training.items() if k != "label_group"}
     return out
 
 
-def switch_data(data: dict[str, Any], path: str) -> dict[str, Any]:
-    """Config data (in full, as the studio holds it) with `data.path` set to `path`: each field its old data's
-    recipe set, and still at that value, takes the new data's (its recipe's, else the field's default), so the
-    demo's label words do not follow you to your own file; fields you changed stay yours."""
-    old, new = data_recipe(data["data"]["path"]), data_recipe(path)
+def switch_recipe(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """Config data (in full, as the studio holds it) with `path` ("data.path" or "model.ref") set to `value`: each
+    field the old recipe set, and still at that value, takes the new one's (its value there, else the field's
+    default), so the demo's label words do not follow you to your own file or model; fields you changed stay."""
+    old = _recipe_of(data)
     out = copy.deepcopy(data)
-    out["data"]["path"] = path
+    section, key = path.split(".")
+    out[section][key] = value
+    new = _recipe_of(out)
     for name in {*old, *new}:
-        section = RunConfig.model_fields[name].annotation
-        for key in {*old.get(name, {}), *new.get(name, {})}:
-            plain = section.model_fields[key].get_default(call_default_factory=True)
-            if out[name].get(key) == old.get(name, {}).get(key, plain):
-                out[name][key] = copy.deepcopy(new.get(name, {}).get(key, plain))
+        fields = RunConfig.model_fields[name].annotation
+        for field in {*old.get(name, {}), *new.get(name, {})}:
+            plain = fields.model_fields[field].get_default(call_default_factory=True)
+            if out[name].get(field) == old.get(name, {}).get(field, plain):
+                out[name][field] = copy.deepcopy(new.get(name, {}).get(field, plain))
     return out
 
 

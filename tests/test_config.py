@@ -100,7 +100,7 @@ def test_eval_steps_alone_moves_the_checkpoint_interval_to_a_multiple_of_it():
 
 
 def test_the_demo_data_brings_its_recipe_and_your_own_data_the_plain_defaults():
-    from studio_core.data.demo import DEMO_RECIPE
+    from studio_core.config import DEMO_RECIPE
 
     demo = validate_config({})
     for section, fields in DEMO_RECIPE.items():
@@ -121,15 +121,26 @@ def test_the_demo_data_brings_its_recipe_and_your_own_data_the_plain_defaults():
 
 
 def test_switching_the_data_swaps_the_recipe_fields_you_left_alone():
-    from studio_core.config import switch_data
+    from studio_core.config import switch_recipe
 
     demo = RunConfig().model_dump(mode="json")
     demo["training"]["max_steps"] = 120  # changed by the user: stays
-    own = switch_data(demo, "my.jsonl")
+    own = switch_recipe(demo, "data.path", "my.jsonl")
     assert own["data"]["path"] == "my.jsonl" and own["training"]["max_steps"] == 120
     assert (own["training"]["label_words"], own["training"]["label_group"], own["training"]["per_device_batch_size"],
             own["evaluation"]["task_rows"]) == ([], "", 4, 32)
     assert validate_config(own).training.label_words == []
-    back = switch_data(own, "demo:legal-audit")
+    back = switch_recipe(own, "data.path", "demo:legal-audit")
     assert back["training"]["label_words"] == ["COMPLIANT", "NON-COMPLIANT"] and back["training"]["max_steps"] == 120
     assert demo["training"]["label_words"] == ["COMPLIANT", "NON-COMPLIANT"]  # the input is not changed
+
+
+def test_the_recipe_belongs_to_the_embedded_model_where_it_was_measured():
+    from studio_core.config import switch_recipe
+
+    tiny = validate_config({"model": {"ref": "tiny-random:llama"}})
+    assert (tiny.training.max_steps, tiny.training.label_words, tiny.evaluation.task_rows) == (40, [], 32)
+    other = switch_recipe(RunConfig().model_dump(mode="json"), "model.ref", "tiny-random:llama")
+    assert (other["training"]["label_words"], other["training"]["per_device_batch_size"]) == ([], 4)
+    back = switch_recipe(other, "model.ref", "embedded:smollm2-135m-instruct")
+    assert back == RunConfig().model_dump(mode="json")

@@ -22,7 +22,8 @@ def general_text_perplexity(model, tokenizer, window: int = 128, max_windows: in
     with torch.no_grad():
         for chunk in (c for c in chunks if len(c) > 1):
             x = torch.tensor([chunk], device=device)
-            logits = model(input_ids=x).logits[0, :-1].float()
+            # the last len(chunk) positions: prompt tuning puts its virtual tokens' logits first
+            logits = model(input_ids=x).logits[0, -len(chunk):-1].float()
             total += float(torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum"))
             count += len(chunk) - 1
     loss = total / max(1, count)

@@ -180,7 +180,7 @@ def test_data_preview_shows_schema_rows_and_histogram(studio_env: Path) -> None:
     assert not at.exception, [e.value for e in at.exception]
     summary = " ".join(m.value for m in at.markdown)
     assert "schema **alpaca**, 120 valid rows, 0 dropped" in summary and "108 train / 12 validation" in summary
-    assert "**assistant**: Verdict:" in summary and "Digest (sha256 of the split rows)" in summary
+    assert "**assistant**: Reason:" in summary and "Digest (sha256 of the split rows)" in summary
     assert len(at.get("plotly_chart")) == 1
 
 

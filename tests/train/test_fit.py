@@ -12,7 +12,8 @@ BASE, ADAPTER = 134_515_008, 4_884_480
 
 
 def config(**training):
-    return validate_config({"training": {"per_device_batch_size": 8, "gradient_accumulation_steps": 2, **training},
+    return validate_config({"training": {"per_device_batch_size": 8, "gradient_accumulation_steps": 2,
+                                         "label_words": [], **training},
                             "data": {"max_length": 1024}})
 
 
@@ -76,8 +77,8 @@ def test_with_label_words_the_batch_stops_at_two_rows_and_says_why():
     changes = fit.changes
     assert changes["training.per_device_batch_size"] == 2 and changes["training.gradient_accumulation_steps"] == 8
     assert any(r.startswith("kept 2 rows per pass: the label loss") for r in fit.reasons)
-    odd = fit_to_memory(config(per_device_batch_size=6, gradient_accumulation_steps=1, label_words=words), SMOLLM2,
-                        BASE, ADAPTER, "fp32", budget=0.0)
+    odd = fit_to_memory(config(per_device_batch_size=6, gradient_accumulation_steps=1, label_words=words,
+                               label_group=""), SMOLLM2, BASE, ADAPTER, "fp32", budget=0.0)
     assert odd.changes["training.per_device_batch_size"] == 3  # 3 has no divisor of two or more below it
     assert any(r.startswith("kept 3 rows per pass") for r in odd.reasons)
     # Under training.label_group a pass holds whole tuples, one row of each word: 6 goes to 2, not to 3.
