@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from studio_core.config import RunConfig, switch_recipe, validate_config
+from studio_core.config import RECIPE_KEYS, RunConfig, switch_recipe, validate_config
 from studio_core.config_io import parse_value
 from studio_core.errors import ConfigError, Problem
 from studio_core.runs import atomic_write_text, studio_home
@@ -43,9 +43,9 @@ def get_value(path: str) -> Any:
 
 def set_value(path: str, value: Any) -> None:
     """Write one field of the session's config; a parse error kept for it is cleared. A new data path also swaps
-    the settings the old data's recipe brought that you left alone for the new data's, and so does a new model
-    (`switch_recipe`)."""
-    if path in ("data.path", "model.ref") and isinstance(value, str):
+    the settings the old data's recipe brought that you left alone for the new data's, and so do a new model and
+    privacy turned on or off (`switch_recipe`)."""
+    if path in RECIPE_KEYS:
         st.session_state[CONFIG_KEY] = switch_recipe(config_data(), path, value)
         field_text().pop(path, None)
         return
@@ -131,9 +131,10 @@ def cli_command(config: dict[str, Any]) -> str:
     """The `peft-studio run` command that runs this very config (fields that differ from the defaults the CLI
     gives its data and model: the demo's recipe for the demo on the embedded model)."""
     plain = RunConfig().model_dump(mode="json")
-    defaults = RunConfig.model_validate({"data": {"path": config["data"]["path"]}, "model": {"ref": config["model"][
-        "ref"]}}).model_dump(mode="json")
-    defaults["data"]["path"], defaults["model"]["ref"] = plain["data"]["path"], plain["model"]["ref"]  # listed
+    keys = [key.split(".") for key in RECIPE_KEYS]
+    defaults = RunConfig.model_validate({s: {k: config[s][k]} for s, k in keys}).model_dump(mode="json")
+    for section, key in keys:  # the recipe follows these; each is listed where it differs from the plain default
+        defaults[section][key] = plain[section][key]
     parts = ["peft-studio", "run"]
     for key, value in _flatten(config):
         if _lookup(defaults, key) != value:

@@ -43,9 +43,12 @@ st.subheader("Training settings")
 if config_data()["simulate"]:
     caps = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in SIMULATION_STEPS.items())
     st.caption(f"Simulation is on: a run caps these at {caps} (on a tiny model and a 64-row slice).")
-recipe = data_recipe(config_data()["data"]["path"], config_data()["model"]["ref"]).get("training", {})
-kept = [k for k, v in recipe.items() if config_data()["training"].get(k) == v]
+data = config_data()
+recipe = data_recipe(data["data"]["path"], data["model"]["ref"], data["privacy"]["enabled"]).get("training", {})
+kept = [k for k, v in recipe.items() if data["training"].get(k) == v]
 if kept:
-    st.caption(f"{', '.join(f'`training.{k}`' for k in kept)} as in {DEMO_RECIPE_NOTE}")
+    private = (" Privacy is on, so the recipe leaves its label loss out: it compares rows with each other, which "
+               "per-example clipping cannot bound." if data["privacy"]["enabled"] else "")
+    st.caption(f"{', '.join(f'`training.{k}`' for k in kept)} as in {DEMO_RECIPE_NOTE}{private}")
 step_form(6)
 step_nav(6)

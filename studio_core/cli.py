@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_run_config(args: argparse.Namespace):
     """The RunConfig a `run` invocation means: file, then shortcut flags, then --set, then --simulate."""
-    from studio_core.config import switch_recipe, validate_config
+    from studio_core.config import RECIPE_KEYS, switch_recipe, validate_config
     from studio_core.config_io import apply_overrides, load_config
 
     loaded: dict[str, Any] = load_config(args.config).model_dump() if args.config else {}
@@ -146,10 +146,10 @@ def resolve_run_config(args: argparse.Namespace):
                  "training.rdzv_endpoint": getattr(args, "rdzv_endpoint", None)}
     assignments = [f"{k}={v}" for k, v in shortcuts.items() if v is not None] + args.assignments
     data = apply_overrides(copy.deepcopy(loaded), assignments)
-    if loaded and (data["data"]["path"], data["model"]["ref"]) != (loaded["data"]["path"], loaded["model"]["ref"]):
-        for path in ("data.path", "model.ref"):  # the file's recipe fields follow its data and model
-            section, key = path.split(".")
-            loaded = switch_recipe(loaded, path, data[section][key])
+    keys = [path.split(".") for path in RECIPE_KEYS]
+    if loaded and any(data[s][k] != loaded[s][k] for s, k in keys):  # the file's recipe fields follow its data,
+        for section, key in keys:  # model and privacy
+            loaded = switch_recipe(loaded, f"{section}.{key}", data[section][key])
         data = apply_overrides(loaded, assignments)
     if getattr(args, "preset", None):  # from the data and model chosen above; explicit --set values still win
         from studio_core.train.presets import recommend_preset

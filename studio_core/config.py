@@ -513,22 +513,35 @@ class RunConfig(Section):
         return with_data_recipe(data) if isinstance(data, dict) else data
 
 
-def data_recipe(path: str, ref: str) -> dict[str, dict[str, Any]]:
+LABEL_FIELDS = ("label_words", "label_group")
+RECIPE_KEYS = ("data.path", "model.ref", "privacy.enabled")  # what a config's recipe depends on (`switch_recipe`)
+
+
+def data_recipe(path: str, ref: str, private: bool = False) -> dict[str, dict[str, Any]]:
     """The settings a built-in dataset brings for a model, by section: the demo's recipe on the embedded model,
-    where it was measured (DEMO_RECIPE); none for your own data or another model."""
-    return DEMO_RECIPE if path == DEMO_DATA_REF and ref == EMBEDDED_MODEL_REF else {}
+    where it was measured (DEMO_RECIPE), without its label loss under privacy (where it cannot run: the label loss
+    compares rows with each other); none for your own data or another model."""
+    if path != DEMO_DATA_REF or ref != EMBEDDED_MODEL_REF:
+        return {}
+    if not private:
+        return DEMO_RECIPE
+    return {**DEMO_RECIPE, "training": {k: v for k, v in DEMO_RECIPE["training"].items() if k not in LABEL_FIELDS}}
+
+
+def _field(data: dict[str, Any], section: str, key: str, default: Any) -> Any:
+    part = data.get(section, {})
+    return part.get(key, default) if isinstance(part, dict) else getattr(part, key, None)
 
 
 def _recipe_of(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    section, model = data.get("data", {}), data.get("model", {})
-    path = section.get("path", DEMO_DATA_REF) if isinstance(section, dict) else getattr(section, "path", None)
-    ref = model.get("ref", EMBEDDED_MODEL_REF) if isinstance(model, dict) else getattr(model, "ref", None)
-    return data_recipe(path, ref) if isinstance(path, str) and isinstance(ref, str) else {}
+    path, ref = _field(data, "data", "path", DEMO_DATA_REF), _field(data, "model", "ref", EMBEDDED_MODEL_REF)
+    private = bool(_field(data, "privacy", "enabled", False))
+    return data_recipe(path, ref, private) if isinstance(path, str) and isinstance(ref, str) else {}
 
 
 def with_data_recipe(data: dict[str, Any]) -> dict[str, Any]:
     """Config data with each field of its data's recipe that it leaves out. The recipe's label loss is left out
-    where it cannot run: under privacy, or beside a per-device batch that is not a multiple of its label words."""
+    beside a per-device batch that is not a multiple of its label words, where it cannot run."""
     recipe = _recipe_of(data)
     if not recipe or not all(isinstance(data.get(name, {}), dict) for name in recipe):
         return data
@@ -537,22 +550,20 @@ def with_data_recipe(data: dict[str, Any]) -> dict[str, Any]:
         given = out.get(name, {})
         out[name] = {**copy.deepcopy({k: v for k, v in fields.items() if k not in given}), **given}
     training, given = out.get("training", {}), data.get("training", {})
-    privacy = data.get("privacy", {})
-    private = privacy.get("enabled") if isinstance(privacy, dict) else getattr(privacy, "enabled", False)
     words = training.get("label_words")
     batch = training.get("per_device_batch_size")
-    if "label_words" not in given and words and (private or not isinstance(batch, int) or batch % len(words)):
-        out["training"] = {k: v for k, v in training.items()
-                           if k not in ("label_words", "label_group") or k in given}
+    if "label_words" not in given and words and (not isinstance(batch, int) or batch % len(words)):
+        out["training"] = {k: v for k, v in training.items() if k not in LABEL_FIELDS or k in given}
     elif "label_group" not in given and not words:  # your own label words, none: no group of them either
         out["training"] = {k: v for k, v in training.items() if k != "label_group"}
     return out
 
 
 def switch_recipe(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """Config data (in full, as the studio holds it) with `path` ("data.path" or "model.ref") set to `value`: each
-    field the old recipe set, and still at that value, takes the new one's (its value there, else the field's
-    default), so the demo's label words do not follow you to your own file or model; fields you changed stay."""
+    """Config data (in full, as the studio holds it) with `path` ("data.path", "model.ref" or "privacy.enabled")
+    set to `value`: each field the old recipe set, and still at that value, takes the new one's (its value there,
+    else the field's default), so the demo's label words do not follow you to your own file or model, or into a
+    private run; fields you changed stay."""
     old = _recipe_of(data)
     out = copy.deepcopy(data)
     section, key = path.split(".")

@@ -144,3 +144,14 @@ def test_the_recipe_belongs_to_the_embedded_model_where_it_was_measured():
     assert (other["training"]["label_words"], other["training"]["per_device_batch_size"]) == ([], 4)
     back = switch_recipe(other, "model.ref", "embedded:smollm2-135m-instruct")
     assert back == RunConfig().model_dump(mode="json")
+
+
+def test_privacy_turned_on_takes_the_recipes_label_loss_away_and_off_brings_it_back():
+    from studio_core.config import switch_recipe
+
+    private = switch_recipe(RunConfig().model_dump(mode="json"), "privacy.enabled", True)
+    assert (private["training"]["label_words"], private["training"]["label_group"]) == ([], "")
+    assert private["training"]["max_steps"] == 90 and private["privacy"]["enabled"] is True
+    assert validate_config(private).privacy.enabled  # no "clear training.label_words under privacy"
+    public = switch_recipe(private, "privacy.enabled", False)
+    assert public == RunConfig().model_dump(mode="json")
