@@ -15,6 +15,7 @@ LABELS = {
     "data.split_seed": "Split seed",
     "data.max_length": "Longest example (tokens)",
     "data.demo_rows": "Demo dataset rows",
+    "data.demo_answer": "Demo answer format",
     "model.ref": "Base model",
     "model.revision": "Hub revision",
     "preflight.enabled": "Check before every run",

@@ -85,6 +85,10 @@ class DataConfig(Section):
         "data report's quality section lists them and the tokens lost); text rows are packed up to it."
     )
     demo_rows: int = Field(2400, ge=100, description="Number of rows generated for 'demo:legal-audit'.")
+    demo_answer: Literal["reason_first", "verdict_first", "reason_compare"] = Field(
+        "reason_first", description="The answer's format in 'demo:legal-audit': the reason, then the verdict "
+        "(reason_first: the decision is learnt better, bench/demo_learning.py); the verdict first (verdict_first, "
+        "runs before 2026-12-04); or the reason ending in the comparison the verdict rests on (reason_compare).")
 
 
 class ModelConfig(Section):

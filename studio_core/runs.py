@@ -12,6 +12,7 @@ the run dirs in that state, oldest first, so it survives a studio restart (see `
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -27,11 +28,19 @@ import psutil
 RunState = Literal["queued", "running", "completed", "failed", "interrupted", "cancelled"]
 StageState = Literal["pending", "running", "completed", "failed", "skipped", "cancelled", "interrupted"]
 FINAL_STATES = ("completed", "failed", "cancelled")
-CONFIG_SCHEMA_VERSION = 2
+CONFIG_SCHEMA_VERSION = 3
 """The layout of a run dir's config.json. 1: the bare RunConfig (up to commit 5550a46); 2: the same fields with
-`schema_version` beside them. `RunDir.config_data` migrates older files, so old run dirs list, open and resume."""
-CONFIG_MIGRATIONS: dict[int, dict[str, str]] = {1: {}}
-"""Per version: dotted key renames applied to reach the next version (none so far: version 2 only adds the tag)."""
+`schema_version` beside them; 3: `data.demo_answer`, and the demo's recipe (`DEMO_RECIPE` in config.py) for the
+fields a config leaves out. `RunDir.config_data` migrates older files, so old run dirs list, open and resume."""
+CONFIG_MIGRATIONS: dict[int, dict[str, str]] = {1: {}, 2: {}}
+"""Per version: dotted key renames applied to reach the next version (none so far)."""
+CONFIG_BACKFILL: dict[int, dict[str, Any]] = {2: {
+    "data.demo_answer": "verdict_first", "training.max_steps": 40, "training.per_device_batch_size": 4,
+    "training.gradient_accumulation_steps": 2, "training.label_words": [], "training.label_group": "",
+    "evaluation.task_rows": 32}}
+"""Per version: what a field a config of that version (or older) leaves out meant then, set where it is missing,
+so an old run resumes on the rows and settings it started with: the demo's verdict-first answers and the plain
+defaults, not the recipe that version 3 fills in."""
 
 
 def studio_home(home: str | Path | None = None) -> Path:
@@ -275,6 +284,18 @@ def migrate_config(data: dict[str, Any]) -> dict[str, Any]:
             value = _pop_dotted(data, old)
             if value is not _MISSING:
                 _set_dotted(data, new, value)
+    for v in range(version, CONFIG_SCHEMA_VERSION):
+        for dotted, value in CONFIG_BACKFILL.get(v, {}).items():
+            if _get_dotted(data, dotted) is _MISSING:
+                _set_dotted(data, dotted, copy.deepcopy(value))
+    return data
+
+
+def _get_dotted(data: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _MISSING
+        data = data[part]
     return data
 
 

@@ -117,3 +117,20 @@ def test_a_config_from_a_newer_version_is_refused_by_name(tmp_path):
     run = RunStore(tmp_path).create(json.dumps({"schema_version": 99, "name": "x"}), "r-new", [], False)
     with pytest.raises(InputError, match="schema_version 99"):
         run.config_data()
+
+
+def test_a_config_from_before_the_demo_recipe_keeps_what_it_meant():
+    """A schema-2 config.json (written before 2026-12-04) that leaves a field out meant the plain default then and
+    the verdict-first demo rows: resuming it must not switch to the recipe or to reason-first rows mid-run."""
+    from studio_core.config import RunConfig, validate_config
+    from studio_core.runs import migrate_config
+
+    old = RunConfig().model_dump(mode="json")
+    del old["data"]["demo_answer"], old["training"]["label_group"], old["evaluation"]["task_rows"]
+    old["training"].update(max_steps=40, per_device_batch_size=4, label_words=[])
+    config = validate_config(migrate_config({"schema_version": 2, **old}))
+    assert (config.data.demo_answer, config.training.label_group, config.evaluation.task_rows) == (
+        "verdict_first", "", 32)
+    new = validate_config(migrate_config({"schema_version": 3, "training": {"max_steps": 60}}))
+    assert (new.data.demo_answer, new.training.label_group, new.training.max_steps) == (
+        "reason_first", "Policy rule: (.*)", 60)

@@ -76,7 +76,7 @@ def read_source(path: str, cfg: DataConfig) -> LoadedData:
                 + ", ".join(DEMO_REF_PREFIX + n for n in DEMO_DATASETS),
                 file="data.path",
             )
-        rows = DEMO_DATASETS[name](cfg.demo_rows, DEMO_SEED)
+        rows = DEMO_DATASETS[name](cfg.demo_rows, DEMO_SEED, answer=cfg.demo_answer)
         return load_records_as_conversations(rows, "alpaca", {}, name=path)
     return load_conversations(path, cfg.file_format, cfg.row_schema, cfg.columns, cfg.on_bad_rows)
 

@@ -267,3 +267,13 @@ def test_write_jsonl_round_trips(tmp_path, rows):
     write_jsonl(rows[:20], path)
     lines = path.read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == rows[:20]
+
+
+def test_the_demo_answer_format_is_a_config_field_and_reaches_the_rows():
+    from studio_core.config import validate_config
+    from studio_core.data.prepare import read_source
+
+    for answer, first in (("reason_first", "Reason: "), ("verdict_first", "Verdict: ")):
+        cfg = validate_config({"data": {"demo_rows": 100, "demo_answer": answer}})
+        rows = read_source(cfg.data.path, cfg.data).rows
+        assert len(rows) == 100 and all(row[-1]["content"].startswith(first) for row in rows), answer
