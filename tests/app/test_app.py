@@ -417,14 +417,17 @@ def test_turning_training_off_turns_training_init_off_with_it(studio_env: Path) 
 
 
 def test_privacy_ticked_on_the_demo_drops_the_recipes_label_loss_instead_of_refusing_it(studio_env: Path) -> None:
-    at = _page(_run(MAIN), "04_training_init.py")
+    at = _run(MAIN)
+    # step 4 lists the embedded model's layers: on a fresh model cache that converts its GGUF first (a minute)
+    at.switch_page(str(ROOT / "pages" / "04_training_init.py")).run(timeout=600)
+    assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["run_config"]["training"]["label_words"] == ["COMPLIANT", "NON-COMPLIANT"]
-    at.checkbox(key="field:privacy.enabled").check().run()
+    at.checkbox(key="field:privacy.enabled").check().run(timeout=120)
     assert not at.exception, [e.value for e in at.exception]
     training = at.session_state["run_config"]["training"]
     assert at.session_state["run_config"]["privacy"]["enabled"] is True
     assert (training["label_words"], training["label_group"], training["max_steps"]) == ([], "", 90)
     problems = " ".join(e.value for e in at.sidebar.error) + " ".join(e.value for e in at.error)
     assert "label_words" not in problems
-    at.checkbox(key="field:privacy.enabled").uncheck().run()
+    at.checkbox(key="field:privacy.enabled").uncheck().run(timeout=120)
     assert at.session_state["run_config"]["training"]["label_words"] == ["COMPLIANT", "NON-COMPLIANT"]
