@@ -21,6 +21,7 @@ from studio_core.hardware.memory import GIB
 from studio_core.methods import get_method
 from studio_core.models.targets import default_target_modules, missing_targets, module_names_by_type
 from studio_core.train.adapters import count_parameters, fit_problems
+from studio_core.train.attention import training_attention
 from studio_core.train.batching import answer_logits_work, collate, supervised_rows
 from studio_core.train.precision import autocast, autocast_adapter_inputs, resolve_precision
 
@@ -303,7 +304,8 @@ def micro_run(report: PreflightReport, cfg: RunConfig, peft_model, data: Prepare
     optimizer = torch.optim.AdamW(params, lr=cfg.training.learning_rate)
     peft_model.train()
     times, losses = [], []
-    with autocast_adapter_inputs(peft_model, precision):  # as training runs it (train/trainer.py: train)
+    # as training runs it (train/trainer.py: train)
+    with autocast_adapter_inputs(peft_model, precision), training_attention(peft_model):
         for _ in range(steps):
             start = time.perf_counter()
             with autocast(precision, device.type):

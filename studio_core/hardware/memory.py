@@ -120,8 +120,8 @@ def estimate_training_memory(
     base_layer = 4 * hidden + 2 * kv + 3 * ffn
     adapter_layer = 2 * (6 * hidden + ffn) if adapter_dropout else 3 * hidden + ffn
     per_layer = (base_layer + adapter_layer) * tokens * act_bytes
-    if attention_probs:
-        per_layer += heads * seq_len**2 * batch * act_bytes
+    if attention_probs:  # the fp32 softmax output backward needs, and its 16-bit copy the next matmul takes
+        per_layer += heads * seq_len**2 * batch * (4.0 + (act_bytes if act_bytes < 4 else 0.0))
     ends = 3 * hidden * tokens * act_bytes  # embedding output, final norm input and output
     if gradient_checkpointing:
         activations = layers * hidden * tokens * act_bytes + per_layer + ends

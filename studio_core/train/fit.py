@@ -24,18 +24,29 @@ class Fit:
 
 def estimate_for(cfg, model_config, base_params: int, adapter_params: int, precision: str,
                  device: str = "cpu") -> MemoryEstimate:
-    """The training-memory estimate of `cfg` on a model with this config and these parameter counts."""
+    """The training-memory estimate of `cfg` on a model with this config and these parameter counts.
+
+    On CPU, training's attention keeps its probabilities for rows of at most `EAGER_MAX_KV` tokens
+    (`studio_core.train.attention`); the estimate is the larger of the longest batch's (`data.max_length`) and
+    that of a batch at the longest length the probabilities are kept for."""
     from studio_core.methods import get_method
+    from studio_core.train.attention import EAGER_MAX_KV
     from studio_core.train.precision import base_dtype
 
-    return estimate_training_memory(
-        base_params=base_params, adapter_params=adapter_params, **model_shape(model_config),
-        batch=cfg.training.per_device_batch_size, seq_len=cfg.data.max_length,
+    shape = model_shape(model_config)
+    common = dict(
+        base_params=base_params, adapter_params=adapter_params, batch=cfg.training.per_device_batch_size,
         weight_format="nf4" if get_method(cfg.method.name).loads_in_4bit else base_dtype(cfg, precision),
         compute=precision,
         gradient_checkpointing=cfg.training.gradient_checkpointing,
         adapter_dropout=getattr(cfg.method, "dropout", 0.0) > 0, device=device, private=cfg.privacy.enabled,
     )
+    longest = estimate_training_memory(**common, **shape, seq_len=cfg.data.max_length)
+    if device != "cpu" or getattr(model_config, "_attn_implementation", None) != "sdpa":
+        return longest
+    kept = estimate_training_memory(**common, **{**shape, "attention_probs": True},
+                                    seq_len=min(cfg.data.max_length, EAGER_MAX_KV))
+    return kept if kept.total > longest.total else longest
 
 
 def machine_memory(cfg, per_process: MemoryEstimate, device: str = "cpu") -> float:

@@ -279,9 +279,10 @@ def train(cfg: RunConfig, peft_model, train_examples, val_examples, pad_id: int,
     callback = StudioCallback(emit, metric, cancel, cfg.training.max_steps, start_step, parts.metric_fields)
     trainer = build_trainer(cfg, peft_model, train_examples, val_examples, pad_id, run_dir / CHECKPOINTS, precision,
                             callback, parts, resuming=bool(resume_from))
+    from studio_core.train.attention import training_attention
     from studio_core.train.precision import autocast_adapter_inputs
 
-    with autocast_adapter_inputs(peft_model, precision):
+    with autocast_adapter_inputs(peft_model, precision), training_attention(peft_model):
         trainer.train(resume_from_checkpoint=resume_from)
     state = trainer.state
     return TrainOutcome(

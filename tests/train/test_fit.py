@@ -87,3 +87,26 @@ def test_with_label_words_the_batch_stops_at_two_rows_and_says_why():
     assert grouped.changes["training.per_device_batch_size"] == 2
     assert grouped.changes["training.gradient_accumulation_steps"] == 3
     assert any("a multiple of the 2 label words under training.label_group" in r for r in grouped.reasons)
+
+
+def test_short_rows_on_cpu_count_the_attention_probabilities_training_keeps():
+    from studio_core.hardware.memory import estimate_training_memory, model_shape
+    from studio_core.train.attention import EAGER_MAX_KV
+
+    sdpa = SimpleNamespace(**vars(SMOLLM2), _attn_implementation="sdpa")
+    short = validate_config({"training": {"label_words": []}, "data": {"max_length": 160}})
+    got = estimate_for(short, sdpa, BASE, ADAPTER, "bf16")
+    args = dict(base_params=BASE, adapter_params=ADAPTER, batch=short.training.per_device_batch_size, seq_len=160,
+                weight_format="bf16", compute="bf16", gradient_checkpointing=False, device="cpu",
+                adapter_dropout=short.method.dropout > 0)
+    without = estimate_training_memory(**args, **model_shape(sdpa))
+    # 9 heads x 160^2 query-key pairs x batch, 30 layers, 4 bytes (fp32 softmax) + 2 (its bf16 copy)
+    assert got.activations - without.activations == 30 * 9 * 160**2 * short.training.per_device_batch_size * 6
+    # long rows run on sdpa: the longest batch's estimate, with no probabilities, is the larger
+    long = validate_config({"training": {"label_words": []}, "data": {"max_length": 1024}})
+    assert estimate_for(long, sdpa, BASE, ADAPTER, "bf16").total == estimate_training_memory(
+        **{**args, "seq_len": 1024}, **model_shape(sdpa)).total
+    assert 160 <= EAGER_MAX_KV
+    # on a GPU training keeps sdpa
+    assert estimate_for(short, sdpa, BASE, ADAPTER, "bf16", device="cuda").activations == estimate_training_memory(
+        **{**args, "device": "cuda"}, **model_shape(sdpa)).activations
