@@ -68,6 +68,7 @@ LABELS = {
     "evaluation.max_rows": "Validation rows (loss, perplexity)",
     "evaluation.task_rows": "Answered rows (task metric)",
     "evaluation.max_new_tokens": "Longest answer (tokens)",
+    "evaluation.batch_size": "Prompts answered at once",
     "evaluation.samples": "Side-by-side samples",
     "evaluation.test_path": "Separate test file",
     "evaluation.prompts": "Your own prompts",

@@ -56,16 +56,36 @@ def prompt_and_reference(conversation: list[dict]) -> tuple[list[dict], str]:
     return conversation[:last], conversation[last]["content"]
 
 
+GENERATION_BATCH_TOKENS = 8192  # the most prompt tokens (rows x longest prompt) one generation batch holds
+
+
+def generation_batches(lengths: list[int], batch_size: int, max_tokens: int = GENERATION_BATCH_TOKENS):
+    """Consecutive (start, end) batches of at most `batch_size` prompts whose rows x longest prompt stays within
+    `max_tokens` (a prompt longer than that goes alone)."""
+    start = 0
+    while start < len(lengths):
+        end, longest = start, 0
+        while end < len(lengths) and end - start < batch_size:
+            if end > start and (end - start + 1) * max(longest, lengths[end]) > max_tokens:
+                break
+            longest = max(longest, lengths[end])
+            end += 1
+        yield start, end
+        start = end
+
+
 def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8,
              on_batch: Callable[[int], None] | None = None) -> list[str]:
-    """Greedy answers to chat prompts, left-padded in batches; `on_batch(n)` after each batch of n answers."""
+    """Greedy answers to chat prompts, left-padded in `generation_batches`; `on_batch(n)` after each batch of n
+    answers."""
     import torch
 
     model.eval()
     device = next(model.parameters()).device
     answers = []
-    for start in range(0, len(prompts), batch_size):
-        rows = [_prompt_ids(tokenizer, p) for p in prompts[start: start + batch_size]]
+    all_rows = [_prompt_ids(tokenizer, p) for p in prompts]
+    for start, end in generation_batches([len(r) for r in all_rows], batch_size):
+        rows = all_rows[start:end]
         width = max(len(r) for r in rows)
         ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(r)) + list(r) for r in rows], device=device)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
@@ -146,7 +166,8 @@ def measure_split(model, tokenizer, split: EvalSplit, cfg, precision: str,
     loss = validation_loss(model, split.tokens, tokenizer.pad_token_id, cfg.training.per_device_batch_size,
                            lambda: autocast(precision, device))
     with autocast(precision, device):
-        answers = generate(model, tokenizer, split.prompts, cfg.evaluation.max_new_tokens, on_batch=on_batch)
+        answers = generate(model, tokenizer, split.prompts, cfg.evaluation.max_new_tokens,
+                           batch_size=cfg.evaluation.batch_size, on_batch=on_batch)
     return {"loss": loss, "ppl": perplexity(loss), "task": task_metric(cfg.data.path, answers, split.references,
                                                            [_user_text(p) for p in split.prompts]),
             "generation": generation_metrics(answers, split.references, cfg.evaluation.metrics)}, answers
@@ -162,7 +183,7 @@ def measure_model(model, tokenizer, splits: list[EvalSplit], user_prompts: list,
         figures[split.name], answers[split.name] = measure_split(model, tokenizer, split, cfg, precision, on_batch)
     with autocast(precision, next(model.parameters()).device.type):
         answers["prompts"] = generate(model, tokenizer, user_prompts, cfg.evaluation.max_new_tokens,
-                                      on_batch=on_batch)
+                                      batch_size=cfg.evaluation.batch_size, on_batch=on_batch)
     return figures, answers
 
 
