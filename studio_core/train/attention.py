@@ -67,10 +67,15 @@ def register() -> None:
     AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
+def _base(model):
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def uses_training_attention(model) -> bool:
     """Whether `training_attention` switches this model: a CPU model on `sdpa` whose modeling code dispatches
     through transformers' `AttentionInterface` (others keep their attention)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     config = getattr(base, "config", None)
     if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
         return False
@@ -89,7 +94,7 @@ def training_attention(model):
     if not uses_training_attention(model):
         yield False
         return
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base(model)
     register()
     base.set_attn_implementation(NAME)
     try:
